@@ -1,0 +1,64 @@
+"""Every Redis key kube2redis reads or writes is formatted here, nowhere else."""
+
+from dataclasses import dataclass
+
+DEFAULT_PREFIX = "k8s"
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Key names under one prefix (default ``k8s``)."""
+
+    prefix: str = DEFAULT_PREFIX
+
+    @staticmethod
+    def member(namespace: str, name: str) -> str:
+        """Index member of an object: ``ns:name``, or ``name`` when cluster-scoped."""
+        return f"{namespace}:{name}" if namespace else name
+
+    @staticmethod
+    def split_member(member: str) -> tuple[str, str]:
+        """Inverse of member(): (namespace, name); names never contain ':'."""
+        namespace, _, name = member.rpartition(":")
+        return namespace, name
+
+    def state(self, kind: str, namespace: str, name: str) -> str:
+        """Hash holding ``object`` and ``rv`` of one live object."""
+        return f"{self.prefix}:{kind}:{self.member(namespace, name)}"
+
+    def index(self, kind: str) -> str:
+        """Set of members of every stored object of a kind."""
+        return f"{self.prefix}:index:{kind}"
+
+    def tombstone(self, kind: str, namespace: str, name: str) -> str:
+        """String holding the resourceVersion at which an object was deleted."""
+        return f"{self.prefix}:tombstone:{kind}:{self.member(namespace, name)}"
+
+    def relist(self, kind: str, scope: str) -> str:
+        """Hash of the newest relist of a kind in a scope: list rv and members."""
+        return f"{self.prefix}:relist:{kind}:{scope or '*'}"
+
+    @property
+    def stream(self) -> str:
+        """Stream of raw watch events, written by watchers."""
+        return f"{self.prefix}:events"
+
+    @property
+    def dead_letter(self) -> str:
+        """Stream of entries the projector could not apply, with the reason."""
+        return f"{self.prefix}:events:dead"
+
+    @property
+    def changes(self) -> str:
+        """Change feed: one entry per change applied to a state key."""
+        return f"{self.prefix}:changes"
+
+    @property
+    def checkpoints(self) -> str:
+        """Hash of resource scope -> last resourceVersion appended to the stream."""
+        return f"{self.prefix}:checkpoints"
+
+    @property
+    def watchers(self) -> str:
+        """Hash of watcher id -> JSON status (spool depth, last event time)."""
+        return f"{self.prefix}:watchers"

@@ -1,0 +1,186 @@
+"""A raw HTTP client for the Kubernetes API: kubeconfig/in-cluster auth from the
+``kubernetes`` package, transport and decoding our own.
+
+The package's model deserialization is the known CPU hog of Python watchers,
+and its Watch helper hides 410s and dead streams; here bytes stay bytes.
+"""
+
+import logging
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import msgspec
+import urllib3
+from kubernetes import client as kclient
+from kubernetes import config as kconfig
+from kubernetes.config.config_exception import ConfigException
+
+from common.errors import ConfigError, Kube2RedisError
+from common.objects import decode_status
+from common.resources import Resource, ResourceSpec
+
+log = logging.getLogger(__name__)
+
+
+class KubeError(Kube2RedisError):
+    """The API server answered with an error status (or not at all: status 0)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class KubeUnreachableError(KubeError):
+    """No answer from the API server."""
+
+    def __init__(self, host: str, reason: str) -> None:
+        super().__init__(0, f"API server {host} unreachable: {reason}")
+
+
+def load_configuration(kubeconfig: Path | None, context: str | None) -> Any:
+    """A kubernetes.client.Configuration from a kubeconfig, or in-cluster when none is given."""
+    cfg = kclient.Configuration()
+    try:
+        if kubeconfig is None and _in_cluster():
+            kconfig.load_incluster_config(client_configuration=cfg)
+        else:
+            if kubeconfig is not None and not kubeconfig.is_file():
+                raise ConfigError(f"--kubeconfig {str(kubeconfig)!r}: no such file")
+            kconfig.load_kube_config(
+                config_file=str(kubeconfig) if kubeconfig else None,
+                context=context,
+                client_configuration=cfg,
+                persist_config=False,
+            )
+    except ConfigException as exc:
+        raise ConfigError(f"--kubeconfig: {exc}") from exc
+    return cfg
+
+
+def _in_cluster() -> bool:
+    return Path("/var/run/secrets/kubernetes.io/serviceaccount/token").is_file()
+
+
+class KubeClient:
+    """GET, LIST and WATCH against one API server, returning raw bytes."""
+
+    def __init__(self, configuration: Any, connect_timeout: float = 5.0) -> None:
+        self._cfg = configuration
+        self.host: str = configuration.host.rstrip("/")
+        self._connect_timeout = connect_timeout
+        self._pool = self._make_pool(configuration)
+
+    @staticmethod
+    def _make_pool(cfg: Any) -> urllib3.PoolManager:
+        ctx = ssl.create_default_context(cafile=cfg.ssl_ca_cert) if cfg.verify_ssl else None
+        if ctx is None:
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        if cfg.cert_file:
+            ctx.load_cert_chain(cfg.cert_file, cfg.key_file)
+        return urllib3.PoolManager(num_pools=4, maxsize=8, ssl_context=ctx, retries=False)
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Accept": "application/json"}
+        # get_api_key_with_prefix runs the exec/OIDC refresh hook when tokens expire.
+        token = self._cfg.get_api_key_with_prefix("authorization")
+        if token:
+            headers["Authorization"] = token
+        return headers
+
+    def _request(
+        self, method: str, path: str, params: dict[str, str], read_timeout: float, stream: bool
+    ) -> urllib3.BaseHTTPResponse:
+        url = f"{self.host}{path}"
+        if params:
+            url = f"{url}?{urlencode(params)}"
+        try:
+            return self._pool.request(
+                method,
+                url,
+                headers=self._headers(),
+                preload_content=not stream,
+                timeout=urllib3.Timeout(connect=self._connect_timeout, read=read_timeout),
+            )
+        except urllib3.exceptions.HTTPError as exc:
+            raise KubeUnreachableError(self.host, _reason(exc)) from exc
+
+    def get(self, path: str, params: dict[str, str] | None = None, timeout: float = 30.0) -> bytes:
+        """GET path; KubeError on any non-2xx status."""
+        resp = self._request("GET", path, params or {}, timeout, stream=False)
+        if resp.status >= 300:
+            raise _error(resp.status, resp.data, path)
+        return bytes(resp.data)
+
+    def watch(self, path: str, params: dict[str, str], read_timeout: float) -> Iterator[bytes]:
+        """Open a watch and yield its lines; ends when the server closes the stream.
+
+        A read timeout (urllib3 ReadTimeoutError) means the stream went silent
+        longer than read_timeout: the caller treats it as a dead watch.
+        """
+        resp = self._request("GET", path, {**params, "watch": "true"}, read_timeout, stream=True)
+        try:
+            if resp.status >= 300:
+                raise _error(resp.status, resp.read(), path)
+            buffer = b""
+            for chunk in resp.stream(64 * 1024, decode_content=True):
+                buffer += chunk
+                if b"\n" not in chunk:
+                    continue
+                *lines, buffer = buffer.split(b"\n")
+                yield from (line for line in lines if line)
+            if buffer.strip():
+                yield buffer
+        except urllib3.exceptions.HTTPError as exc:
+            raise KubeUnreachableError(self.host, _reason(exc)) from exc
+        finally:
+            resp.release_conn()
+            resp.close()
+
+    def discover(self, spec: ResourceSpec) -> Resource:
+        """Resolve version, kind and scope of a resource; ConfigError if not served."""
+        version = spec.version
+        if spec.group and not version:
+            try:
+                group = msgspec.json.decode(self.get(f"/apis/{spec.group}"))
+            except KubeError as exc:
+                if exc.status == 404:
+                    raise ConfigError(
+                        f"--resource {spec.name!r}: API group {spec.group!r} is not served by "
+                        f"{self.host} (CRD not installed?)"
+                    ) from exc
+                raise
+            version = group["preferredVersion"]["version"]
+        version = version or "v1"
+        path = f"/apis/{spec.group}/{version}" if spec.group else f"/api/{version}"
+        try:
+            listing = msgspec.json.decode(self.get(path))
+        except KubeError as exc:
+            if exc.status == 404:
+                raise ConfigError(
+                    f"--resource {spec.name!r}: {path} is not served by {self.host}"
+                ) from exc
+            raise
+        for item in listing.get("resources", []):
+            if item["name"] == spec.plural:
+                return Resource(
+                    spec=spec, version=version, kind=item["kind"], namespaced=item["namespaced"]
+                )
+        raise ConfigError(f"--resource {spec.name!r}: unknown resource at {self.host}{path}")
+
+
+def _reason(exc: Exception) -> str:
+    reason = getattr(exc, "reason", None) or exc
+    return str(reason).split(": ", 1)[-1][:200]
+
+
+def _error(status: int, body: bytes, path: str) -> KubeError:
+    try:
+        message = decode_status(body).message
+    except msgspec.DecodeError:
+        message = body[:200].decode(errors="replace")
+    return KubeError(status, f"{path}: HTTP {status}: {message}")

@@ -1,0 +1,1 @@
+"""The watcher: list+watch the API server, append raw events to a Redis Stream."""

@@ -1,0 +1,45 @@
+"""The watcher's Prometheus metrics, in a registry of their own."""
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class WatcherMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.events_in = Counter(
+            "kube2redis_watcher_events_in", "Watch events received", ["resource", "type"], registry=r
+        )
+        self.events_out = Counter(
+            "kube2redis_watcher_events_appended", "Entries appended to the stream", registry=r
+        )
+        self.spooled = Counter(
+            "kube2redis_watcher_events_spooled", "Entries written to the disk spool", registry=r
+        )
+        self.dropped = Counter(
+            "kube2redis_watcher_events_dropped_overflow",
+            "Entries dropped while the spool was full (recovered by a relist)",
+            registry=r,
+        )
+        self.append_seconds = Histogram(
+            "kube2redis_watcher_append_seconds",
+            "Time to append one batch to Redis",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=r,
+        )
+        self.spool_bytes = Gauge("kube2redis_watcher_spool_bytes", "Bytes spooled", registry=r)
+        self.spool_records = Gauge(
+            "kube2redis_watcher_spool_records", "Batches waiting in the spool", registry=r
+        )
+        self.reconnects = Counter(
+            "kube2redis_watcher_reconnects", "Reconnections", ["target"], registry=r
+        )
+        self.relists = Counter(
+            "kube2redis_watcher_relists", "Relists", ["resource", "reason"], registry=r
+        )
+        self.redis_up = Gauge("kube2redis_watcher_redis_up", "1 if Redis answers", registry=r)
+        self.last_event = Gauge(
+            "kube2redis_watcher_last_event_timestamp_seconds",
+            "Unix time of the last watch event received",
+            registry=r,
+        )

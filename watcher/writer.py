@@ -1,0 +1,262 @@
+"""Batches watch events into Redis (XADD + checkpoint in one MULTI/EXEC), or into
+the disk spool while Redis is unreachable, and drains the spool oldest first.
+
+One thread owns all writes, so "the spool drains before any new event goes to
+Redis" holds by construction: while the spool is not empty, new batches are
+appended behind it.
+"""
+
+import json
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+from typing import NamedTuple
+
+import msgspec
+import redis
+
+from common import rv as rvs
+from common.events import StreamEvent, to_fields
+from common.keys import Keys
+from watcher.metrics import WatcherMetrics
+from watcher.retention import trim
+from watcher.spool import Spool, SpoolFullError
+
+log = logging.getLogger(__name__)
+
+
+class SpoolBatch(msgspec.Struct):
+    """One spool record: entries and the checkpoints they carry, written together."""
+
+    entries: list[StreamEvent]
+    checkpoints: dict[str, str]
+
+
+_encode_batch = msgspec.msgpack.Encoder().encode
+_decode_batch = msgspec.msgpack.Decoder(SpoolBatch).decode
+
+
+class Item(NamedTuple):
+    """From a reflector: an event (None for a bookmark) and the scope's new checkpoint."""
+
+    event: StreamEvent | None
+    scope: str
+    rv: str | None
+
+
+class WriterSettings(msgspec.Struct, frozen=True):
+    batch_size: int = 500
+    linger_s: float = 0.005
+    group: str = "projector"
+    retention_s: float = 24 * 3600.0
+    trim_every_s: float = 10.0
+    redis_probe_every_s: float = 1.0
+    drain_records_per_tx: int = 16
+    queue_size: int = 20000
+
+
+class StreamWriter:
+    """Owns Redis writes for one watcher process."""
+
+    def __init__(
+        self,
+        r: "redis.Redis",
+        keys: Keys,
+        spool: Spool,
+        metrics: WatcherMetrics,
+        settings: WriterSettings,
+    ) -> None:
+        self._r, self._keys, self._spool = r, keys, spool
+        self._metrics, self._settings = metrics, settings
+        self.queue: queue.Queue[Item] = queue.Queue(maxsize=settings.queue_size)
+        # Set while the spool is full: reflectors stop reading and relist when it clears.
+        self.overflow = threading.Event()
+        self.redis_up = False
+        self._next_probe = 0.0
+        self._next_trim = 0.0
+        self._next_status = 0.0
+        self._last_event_ns = 0
+        self.watcher_id = f"{socket.gethostname()}-{os.getpid()}"
+        self._update_spool_gauges()
+
+    # ---- startup --------------------------------------------------------------------------
+
+    def load_checkpoints(self) -> dict[str, str]:
+        """Per-scope resume points: Redis's, overridden by newer ones still in the spool."""
+        checkpoints: dict[str, str] = {}
+        try:
+            raw = self._r.hgetall(self._keys.checkpoints)
+            checkpoints = {k.decode(): v.decode() for k, v in raw.items()}
+            self._set_up(True)
+        except redis.RedisError as exc:
+            log.warning("redis unreachable at start, spooling: %s", exc)
+            self._set_up(False)
+        for payload in self._spool.records():
+            for scope, rv in _decode_batch(payload).checkpoints.items():
+                if scope not in checkpoints or rvs.newer(rv, checkpoints[scope]):
+                    checkpoints[scope] = rv
+        return checkpoints
+
+    # ---- main loop ------------------------------------------------------------------------
+
+    def put(self, item: Item, stop: threading.Event) -> None:
+        """Hand an item to the writer; blocks while the queue is full (backpressure)."""
+        while not stop.is_set():
+            try:
+                self.queue.put(item, timeout=0.5)
+            except queue.Full:
+                continue
+            else:
+                return
+
+    def run(self, stop: threading.Event) -> None:
+        """Write until stop is set and the queue is empty; then flush and fsync."""
+        while True:
+            batch = self._collect(stop)
+            if batch:
+                self._flush(batch)
+            elif stop.is_set():
+                break
+            self._housekeeping()
+        self._spool.close()
+        log.info("writer stopped", extra={"spooled_records": len(self._spool)})
+
+    def _collect(self, stop: threading.Event) -> list[Item]:
+        try:
+            first = self.queue.get(timeout=0.05 if stop.is_set() else 0.2)
+        except queue.Empty:
+            return []
+        batch = [first]
+        deadline = time.monotonic() + self._settings.linger_s
+        while len(batch) < self._settings.batch_size:
+            remaining = deadline - time.monotonic()
+            try:
+                batch.append(self.queue.get(timeout=remaining) if remaining > 0 else
+                             self.queue.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _flush(self, batch: list[Item]) -> None:
+        entries = [item.event for item in batch if item.event is not None]
+        checkpoints: dict[str, str] = {}
+        for item in batch:
+            if item.rv:
+                checkpoints[item.scope] = item.rv
+        if entries:
+            self._last_event_ns = entries[-1].received_ns
+        if self.overflow.is_set():
+            # Nothing is lost: the reflectors relist once Redis is back and the spool drains.
+            self._metrics.dropped.inc(len(entries))
+            return
+        if len(self._spool) == 0 and self.redis_up:
+            try:
+                self._write(entries, checkpoints)
+            except redis.RedisError as exc:
+                self._set_up(False, exc)
+            else:
+                return
+        try:
+            self._spool.append(_encode_batch(SpoolBatch(entries, checkpoints)))
+            self._metrics.spooled.inc(len(entries))
+        except SpoolFullError as exc:
+            log.error("spool full, stop reading watches until Redis is back: %s", exc)
+            self.overflow.set()
+            self._metrics.dropped.inc(len(entries))
+        self._update_spool_gauges()
+
+    def _write(self, entries: list[StreamEvent], checkpoints: dict[str, str]) -> None:
+        started = time.perf_counter()
+        pipe = self._r.pipeline(transaction=True)
+        for event in entries:
+            pipe.xadd(self._keys.stream, to_fields(event))  # type: ignore[arg-type]
+        if checkpoints:
+            # Same MULTI/EXEC as the entries: the checkpoint never runs ahead of the stream.
+            pipe.hset(self._keys.checkpoints, mapping=checkpoints)  # type: ignore[arg-type]
+        pipe.execute()
+        self._metrics.append_seconds.observe(time.perf_counter() - started)
+        self._metrics.events_out.inc(len(entries))
+
+    # ---- spool drain, trim, status --------------------------------------------------------
+
+    def _housekeeping(self) -> None:
+        now = time.monotonic()
+        self._spool.maybe_sync()
+        if not self.redis_up and now >= self._next_probe:
+            self._next_probe = now + self._settings.redis_probe_every_s
+            try:
+                self._r.ping()
+                self._set_up(True)
+            except redis.RedisError:
+                pass
+        if self.redis_up and len(self._spool):
+            self._drain(budget_s=0.25)
+        if self.redis_up and not len(self._spool) and self.overflow.is_set():
+            log.info("spool drained after overflow; reflectors will relist")
+            self.overflow.clear()
+        if self.redis_up and now >= self._next_trim:
+            self._next_trim = now + self._settings.trim_every_s
+            try:
+                trim(self._r, self._keys.stream, self._settings.group, self._settings.retention_s)
+            except redis.RedisError as exc:
+                self._set_up(False, exc)
+        if self.redis_up and now >= self._next_status:
+            self._next_status = now + 5.0
+            self._publish_status()
+
+    def _drain(self, budget_s: float) -> None:
+        deadline = time.monotonic() + budget_s
+        drained = 0
+        while len(self._spool) and time.monotonic() < deadline:
+            payloads = self._spool.peek(self._settings.drain_records_per_tx)
+            entries: list[StreamEvent] = []
+            checkpoints: dict[str, str] = {}
+            for payload in payloads:
+                batch = _decode_batch(payload)
+                entries.extend(batch.entries)
+                checkpoints.update(batch.checkpoints)
+            try:
+                self._write(entries, checkpoints)
+            except redis.RedisError as exc:
+                self._set_up(False, exc)
+                break
+            self._spool.pop(len(payloads))
+            drained += len(entries)
+        self._update_spool_gauges()
+        if drained:
+            log.info(
+                "drained %d entries from the spool, %d records left",
+                drained,
+                len(self._spool),
+                extra={"drained": drained, "left": len(self._spool)},
+            )
+
+    def _publish_status(self) -> None:
+        status = {
+            "pid": os.getpid(),
+            "spool_bytes": self._spool.bytes,
+            "spool_records": len(self._spool),
+            "spool_dir": str(self._spool.directory),
+            "last_event_ns": self._last_event_ns,
+            "updated_ns": time.time_ns(),
+        }
+        try:
+            self._r.hset(self._keys.watchers, self.watcher_id, json.dumps(status))
+        except redis.RedisError as exc:
+            self._set_up(False, exc)
+
+    def _set_up(self, up: bool, exc: Exception | None = None) -> None:
+        if up and not self.redis_up:
+            log.info("redis reachable")
+            self._metrics.reconnects.labels("redis").inc()
+        elif not up and self.redis_up:
+            log.warning("redis unreachable, spooling to %s: %s", self._spool.directory, exc)
+        self.redis_up = up
+        self._metrics.redis_up.set(1 if up else 0)
+
+    def _update_spool_gauges(self) -> None:
+        self._metrics.spool_bytes.set(self._spool.bytes)
+        self._metrics.spool_records.set(len(self._spool))
