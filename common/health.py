@@ -40,11 +40,9 @@ class HealthServer:
         self._server.server_close()
 
 
-def _make_handler(
-    registry: CollectorRegistry, ready: ReadyCheck
-) -> type[BaseHTTPRequestHandler]:
+def _make_handler(registry: CollectorRegistry, ready: ReadyCheck) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/healthz":
                 self._reply(200, b"ok\n", "text/plain")
@@ -63,7 +61,7 @@ def _make_handler(
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: object) -> None:
             """Probes hit every few seconds: keep them out of the log."""
 
     return Handler

@@ -38,6 +38,10 @@ class Keys:
         """Hash of the newest relist of a kind in a scope: list rv and members."""
         return f"{self.prefix}:relist:{kind}:{scope or '*'}"
 
+    def relist_members(self, kind: str, scope: str) -> str:
+        """Set of the members that relist listed."""
+        return f"{self.relist(kind, scope)}:members"
+
     @property
     def stream(self) -> str:
         """Stream of raw watch events, written by watchers."""

@@ -119,6 +119,8 @@ class KubeClient:
     def watch(self, path: str, params: dict[str, str], read_timeout: float) -> Iterator[bytes]:
         """Open a watch and yield its lines; ends when the server closes the stream.
 
+        The first line yielded is empty: it says the server accepted the watch.
+
         A read timeout (urllib3 ReadTimeoutError) means the stream went silent
         longer than read_timeout: the caller treats it as a dead watch.
         """
@@ -126,6 +128,7 @@ class KubeClient:
         try:
             if resp.status >= 300:
                 raise _error(resp.status, resp.read(), path)
+            yield b""  # the watch is established: the server accepted our resourceVersion
             buffer = b""
             for chunk in resp.stream(64 * 1024, decode_content=True):
                 buffer += chunk

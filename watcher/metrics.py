@@ -8,7 +8,10 @@ class WatcherMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.events_in = Counter(
-            "kube2redis_watcher_events_in", "Watch events received", ["resource", "type"], registry=r
+            "kube2redis_watcher_events_in",
+            "Watch events received",
+            ["resource", "type"],
+            registry=r,
         )
         self.events_out = Counter(
             "kube2redis_watcher_events_appended", "Entries appended to the stream", registry=r

@@ -189,9 +189,11 @@ class Reflector:
             **self._selectors(),
         }
         for line in self.kube.watch(self._path, params, read_timeout=self.read_timeout_s):
-            if not self.api_ok:
-                log.info("watch established", extra={"scope": self.scope, "rv": self.rv})
+            if not line:
+                if not self.api_ok:
+                    log.info("watch established", extra={"scope": self.scope, "rv": self.rv})
                 self.api_ok, self.last_error = True, ""
+                continue
             received_ns = time.time_ns()
             self.metrics.last_event.set(received_ns / 1e9)
             event = decode_watch_line(line)

@@ -134,8 +134,9 @@ class StreamWriter:
         while len(batch) < self._settings.batch_size:
             remaining = deadline - time.monotonic()
             try:
-                batch.append(self.queue.get(timeout=remaining) if remaining > 0 else
-                             self.queue.get_nowait())
+                batch.append(
+                    self.queue.get(timeout=remaining) if remaining > 0 else self.queue.get_nowait()
+                )
             except queue.Empty:
                 break
         return batch

@@ -1,0 +1,574 @@
+"""The one entry point: ``kube2redis``. Every flag is also an environment variable
+``KUBE2REDIS_<FLAG>`` (e.g. ``--redis-url`` is ``KUBE2REDIS_REDIS_URL``)."""
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import msgspec
+import redis
+
+from common import logs, redisconn
+from common.errors import ConfigError, Kube2RedisError
+from common.keys import DEFAULT_PREFIX, Keys
+from common.kube import KubeClient, load_configuration
+from common.resources import DEFAULT_RESOURCES, ResourceSpec, parse
+
+F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger("kube2redis")
+
+
+def option(*decls: str, **attrs: Any) -> Callable[[F], F]:
+    """click.option whose environment variable is KUBE2REDIS_<LONG_NAME>."""
+    long_name = next(d for d in decls if d.startswith("--"))
+    attrs.setdefault("envvar", "KUBE2REDIS_" + long_name[2:].replace("-", "_").upper())
+    attrs.setdefault("show_envvar", True)
+    return click.option(*decls, **attrs)
+
+
+class Settings(msgspec.Struct):
+    """Options every subcommand shares, set on the group."""
+
+    redis_url: str
+    redis_username: str | None
+    redis_password: str | None
+    redis_ca_file: Path | None
+    key_prefix: str
+
+    @property
+    def keys(self) -> Keys:
+        return Keys(self.key_prefix)
+
+    def redis(self, retries: int = 3, socket_timeout: float = 10.0) -> "redis.Redis":
+        return redisconn.connect(
+            self.redis_url,
+            username=self.redis_username,
+            password=self.redis_password,
+            ca_file=self.redis_ca_file,
+            retries=retries,
+            socket_timeout=socket_timeout,
+        )
+
+
+pass_settings = click.make_pass_decorator(Settings)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@option(
+    "--redis-url",
+    default="redis://127.0.0.1:6379/0",
+    show_default=True,
+    help="redis://, rediss:// (TLS) or unix:// URL.",
+)
+@option("--redis-username", default=None, help="ACL user (overrides the URL's).")
+@option("--redis-password", default=None, help="Password (overrides the URL's). Never logged.")
+@option(
+    "--redis-ca-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="CA bundle for rediss:// URLs.",
+)
+@option("--key-prefix", default=DEFAULT_PREFIX, show_default=True, help="Prefix of every key.")
+@option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+)
+@option("--log-format", default="json", show_default=True, type=click.Choice(["json", "text"]))
+@click.pass_context
+def cli(
+    ctx: click.Context,
+    redis_url: str,
+    redis_username: str | None,
+    redis_password: str | None,
+    redis_ca_file: Path | None,
+    key_prefix: str,
+    log_level: str,
+    log_format: str,
+) -> None:
+    """Mirror live Kubernetes resources into Redis."""
+    logs.setup(log_level, log_format)
+    try:
+        redisconn.validate_url(redis_url)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc).split(": ", 1)[1], param_hint="--redis-url") from exc
+    ctx.obj = Settings(redis_url, redis_username, redis_password, redis_ca_file, key_prefix)
+
+
+def kube_options(func: F) -> F:
+    for decorator in reversed(
+        (
+            option(
+                "--kubeconfig",
+                type=click.Path(path_type=Path),
+                default=None,
+                help="Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster).",
+            ),
+            option("--context", default=None, help="Kubeconfig context."),
+            option(
+                "--resource",
+                "resources",
+                multiple=True,
+                default=DEFAULT_RESOURCES,
+                show_default=True,
+                help="plural.group[?labelSelector=..&fieldSelector=..]; repeatable. "
+                "Env: space-separated.",
+            ),
+            option(
+                "--namespace",
+                "namespaces",
+                multiple=True,
+                default=(),
+                help="Namespace to watch; repeatable. Default: all namespaces.",
+            ),
+        )
+    ):
+        func = decorator(func)
+    return func
+
+
+def _kube(kubeconfig: Path | None, context: str | None) -> KubeClient:
+    return KubeClient(load_configuration(kubeconfig, context))
+
+
+def _specs(resources: tuple[str, ...]) -> list[ResourceSpec]:
+    return [parse(r) for r in resources]
+
+
+# ---- watch ---------------------------------------------------------------------------------
+
+
+@cli.command()
+@kube_options
+@option(
+    "--spool-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("./spool"),
+    show_default=True,
+    help="Where events wait while Redis is down.",
+)
+@option(
+    "--spool-max-bytes",
+    type=click.IntRange(min=1 << 20),
+    default=1 << 30,
+    show_default=True,
+    help="Spool bound; when full the watches pause and relist later.",
+)
+@option(
+    "--spool-fsync",
+    type=click.Choice(["always", "interval", "never"]),
+    default="interval",
+    show_default=True,
+    help="fsync policy (interval = every 100 ms).",
+)
+@option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=500,
+    show_default=True,
+    help="Most entries per MULTI/EXEC.",
+)
+@option(
+    "--linger-ms",
+    type=click.FloatRange(min=0),
+    default=5.0,
+    show_default=True,
+    help="How long to wait for more events before appending a batch.",
+)
+@option(
+    "--retention",
+    type=click.FloatRange(min=1),
+    default=86400.0,
+    show_default=True,
+    help="Seconds of stream kept (never trims what the group has not acked).",
+)
+@option("--group", default="projector", show_default=True, help="Projector group to respect.")
+@option("--health-host", default="0.0.0.0", show_default=True)
+@option("--health-port", type=int, default=8080, show_default=True)
+@pass_settings
+def watch(
+    settings: Settings,
+    kubeconfig: Path | None,
+    context: str | None,
+    resources: tuple[str, ...],
+    namespaces: tuple[str, ...],
+    spool_dir: Path,
+    spool_max_bytes: int,
+    spool_fsync: str,
+    batch_size: int,
+    linger_ms: float,
+    retention: float,
+    group: str,
+    health_host: str,
+    health_port: int,
+) -> None:
+    """List+watch resources and append their events to the stream."""
+    from watcher.run import WatcherConfig, run
+    from watcher.writer import WriterSettings
+
+    config = WatcherConfig(
+        resources=_specs(resources),
+        namespaces=list(namespaces),
+        spool_dir=spool_dir,
+        spool_max_bytes=spool_max_bytes,
+        spool_fsync=spool_fsync,  # type: ignore[arg-type]
+        health_host=health_host,
+        health_port=health_port,
+        writer=WriterSettings(
+            batch_size=batch_size, linger_s=linger_ms / 1000, group=group, retention_s=retention
+        ),
+    )
+    # Few retries: a down Redis should send events to the spool quickly, not stall.
+    r = settings.redis(retries=1, socket_timeout=5.0)
+    sys.exit(run(config, _kube(kubeconfig, context), r, settings.keys))
+
+
+# ---- project -------------------------------------------------------------------------------
+
+
+@cli.command()
+@option("--group", default="projector", show_default=True)
+@option("--consumer", default="", help="Consumer name (default: host-pid).")
+@option("--batch-size", type=click.IntRange(min=1), default=500, show_default=True)
+@option(
+    "--block-ms",
+    type=click.IntRange(min=1, max=4000),
+    default=1000,
+    show_default=True,
+    help="XREADGROUP block; kept well below the socket timeout.",
+)
+@option("--processes", type=click.IntRange(min=1), default=1, show_default=True)
+@option(
+    "--reclaim-idle-ms",
+    type=click.IntRange(min=100),
+    default=30000,
+    show_default=True,
+    help="Take over entries pending this long on another consumer.",
+)
+@option(
+    "--max-deliveries",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="Dead-letter an entry delivered this many times.",
+)
+@option(
+    "--tombstone-ttl",
+    type=click.IntRange(min=1),
+    default=7 * 86400,
+    show_default=True,
+    help="Seconds a delete's tombstone lives; keep it above the stream retention.",
+)
+@option(
+    "--start-id",
+    default="0",
+    show_default=True,
+    help="Where a new group starts: 0 builds the full state, $ only new events.",
+)
+@option("--health-host", default="0.0.0.0", show_default=True)
+@option("--health-port", type=int, default=8081, show_default=True)
+@pass_settings
+def project(
+    settings: Settings,
+    group: str,
+    consumer: str,
+    batch_size: int,
+    block_ms: int,
+    processes: int,
+    reclaim_idle_ms: int,
+    max_deliveries: int,
+    tombstone_ttl: int,
+    start_id: str,
+    health_host: str,
+    health_port: int,
+) -> None:
+    """Apply stream entries to the state keys as a consumer group member."""
+    from projector.consumer import ConsumerSettings
+    from projector.run import run
+    from projector.scripts import ApplySettings
+
+    consumer_settings = ConsumerSettings(
+        group=group,
+        consumer=consumer,
+        batch_size=batch_size,
+        block_ms=block_ms,
+        reclaim_idle_ms=reclaim_idle_ms,
+        max_deliveries=max_deliveries,
+        start_id=start_id,
+        apply=ApplySettings(tombstone_ttl_s=tombstone_ttl),
+    )
+    settings.redis().ping()
+    sys.exit(
+        run(consumer_settings, settings.redis, settings.keys, health_host, health_port, processes)
+    )
+
+
+# ---- replay --------------------------------------------------------------------------------
+
+
+@cli.command()
+@option("--from", "start", default="-", show_default=True, help="First entry id (inclusive).")
+@option("--to", "end", default="+", show_default=True, help="Last entry id (inclusive).")
+@option("--rebuild", is_flag=True, help="First clear the state of the kinds in scope.")
+@option("--kind", "kinds", multiple=True, help="Kinds to clear with --rebuild (default all).")
+@option("--tombstone-ttl", type=click.IntRange(min=1), default=7 * 86400, show_default=True)
+@pass_settings
+def replay(
+    settings: Settings,
+    start: str,
+    end: str,
+    rebuild: bool,
+    kinds: tuple[str, ...],
+    tombstone_ttl: int,
+) -> None:
+    """Re-apply a range of the stream; idempotent."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from projector.consumer import ConsumerSettings
+    from projector.replay import clear_state
+    from projector.replay import replay as run_replay
+    from projector.scripts import ApplySettings
+
+    r = settings.redis()
+    if rebuild:
+        cleared = clear_state(r, settings.keys, list(kinds) or None)
+        click.echo(f"cleared state of: {', '.join(cleared) or 'nothing'}", err=True)
+    total = int(r.xlen(settings.keys.stream)) if start in ("-", "0") and end == "+" else None
+    columns = (
+        TextColumn("replay"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]:,.0f} events/s"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, transient=False) as progress:
+        task = progress.add_task("replay", total=total, rate=0.0)
+        began = time.perf_counter()
+        done = 0
+
+        def advance(n: int) -> None:
+            nonlocal done
+            done += n
+            progress.update(task, advance=n, rate=done / max(time.perf_counter() - began, 1e-9))
+
+        summary = run_replay(
+            r,
+            settings.keys,
+            ConsumerSettings(apply=ApplySettings(tombstone_ttl_s=tombstone_ttl)),
+            start,
+            end,
+            advance,
+        )
+    rate = summary.entries / summary.seconds if summary.seconds else 0.0
+    outcome = ", ".join(f"{k} {int(v)}" for k, v in sorted(summary.results.items()))
+    click.echo(
+        f"replayed {summary.entries} entries in {summary.seconds:.2f}s "
+        f"({rate:,.0f} events/s): {outcome or 'nothing'}; "
+        f"dead-lettered {summary.dead_lettered}"
+    )
+
+
+# ---- verify --------------------------------------------------------------------------------
+
+
+@cli.command()
+@kube_options
+@option("--json", "as_json", is_flag=True, help="Print the drift as JSON.")
+@option(
+    "--retries",
+    type=click.IntRange(min=0),
+    default=2,
+    show_default=True,
+    help="Re-check drift this many times, 1 s apart (objects in flight settle).",
+)
+@pass_settings
+def verify(
+    settings: Settings,
+    kubeconfig: Path | None,
+    context: str | None,
+    resources: tuple[str, ...],
+    namespaces: tuple[str, ...],
+    as_json: bool,
+    retries: int,
+) -> None:
+    """Compare Redis with the live cluster; exit 1 on drift."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from projector.verify import Drift, verify_resource
+
+    kube = _kube(kubeconfig, context)
+    resolved = [kube.discover(s) for s in _specs(resources)]
+    r = settings.redis()
+    drift: list[Drift] = []
+    for attempt in range(retries + 1):
+        drift = [
+            d
+            for res in resolved
+            for d in verify_resource(kube, r, settings.keys, res, list(namespaces))
+        ]
+        if not drift or attempt == retries:
+            break
+        time.sleep(1.0)
+    if as_json:
+        click.echo(msgspec.json.encode(drift).decode())
+    elif drift:
+        table = Table(title=f"drift: {len(drift)}")
+        for col in ("kind", "object", "problem", "live rv", "stored rv"):
+            table.add_column(col)
+        for d in drift:
+            table.add_row(d.kind, d.member, d.problem, d.live_rv, d.stored_rv)
+        Console().print(table)
+    else:
+        click.echo(f"no drift: {', '.join(r.spec.name for r in resolved)} match the cluster")
+    sys.exit(1 if drift else 0)
+
+
+# ---- status, get ---------------------------------------------------------------------------
+
+
+@cli.command()
+@option("--json", "as_json", is_flag=True)
+@option("--watch", "refresh", is_flag=True, help="Refresh every 2 s until Ctrl-C.")
+@option(
+    "--spool-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Also measure this local spool directory.",
+)
+@pass_settings
+def status(settings: Settings, as_json: bool, refresh: bool, spool_dir: Path | None) -> None:
+    """Stream length, group lag, pending, checkpoints, spool depth."""
+    from rich.console import Console
+    from rich.live import Live
+
+    from kube2redis.status import collect, render
+
+    r = settings.redis()
+    if as_json:
+        click.echo(msgspec.json.encode(collect(r, settings.keys, spool_dir)).decode())
+        return
+    if not refresh:
+        Console().print(render(collect(r, settings.keys, spool_dir)))
+        return
+    with Live(render(collect(r, settings.keys, spool_dir)), auto_refresh=False) as live:
+        try:
+            while True:
+                time.sleep(2)
+                live.update(render(collect(r, settings.keys, spool_dir)), refresh=True)
+        except KeyboardInterrupt:
+            pass
+
+
+@cli.command()
+@click.argument("kind")
+@click.argument("name")
+@pass_settings
+def get(settings: Settings, kind: str, name: str) -> None:
+    """Print a stored object: KIND NAMESPACE/NAME (or NAME if cluster-scoped)."""
+    namespace, _, obj_name = name.rpartition("/")
+    stored = settings.redis().hgetall(settings.keys.state(kind.lower(), namespace, obj_name))
+    if not stored:
+        raise Kube2RedisError(f"no {kind.lower()} {name} in Redis")
+    click.echo(f"# resourceVersion {stored[b'rv'].decode()}", err=True)
+    click.echo(json.dumps(json.loads(stored[b"object"]), indent=2))
+
+
+# ---- localcluster --------------------------------------------------------------------------
+
+
+@cli.group()
+@option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where certs, data, logs and pids live (default: under the user cache dir).",
+)
+@click.pass_context
+def localcluster(ctx: click.Context, state_dir: Path | None) -> None:
+    """A real etcd + kube-apiserver + controller-manager on loopback, with Volcano CRDs."""
+    from kube2redis.localcluster.cluster import LocalCluster
+
+    ctx.obj = LocalCluster(state_dir)
+
+
+@localcluster.command()
+@click.pass_obj
+def up(cluster: Any) -> None:
+    """Start the control plane (does nothing if it already runs)."""
+    began = time.monotonic()
+    if not cluster.up():
+        click.echo(f"local cluster already running (state in {cluster.state_dir})", err=True)
+    else:
+        click.echo(f"local cluster ready in {time.monotonic() - began:.1f}s", err=True)
+    click.echo(cluster.env())
+
+
+@localcluster.command()
+@click.option("--purge", is_flag=True, help="Also delete data, certs and logs.")
+@click.pass_obj
+def down(cluster: Any, purge: bool) -> None:
+    """Stop exactly the processes `up` started."""
+    stopped = cluster.down(purge=purge)
+    click.echo(
+        f"stopped: {', '.join(stopped) or 'nothing was running'}"
+        + (f"; removed {cluster.state_dir}" if purge else "")
+    )
+
+
+@localcluster.command(name="status")
+@click.pass_obj
+def cluster_status(cluster: Any) -> None:
+    """Each component's pid, port and health."""
+    rows = cluster.status()
+    if not rows:
+        click.echo("local cluster not started")
+        sys.exit(1)
+    for row in rows:
+        port = str(row.port) if row.port else "-"
+        click.echo(f"{row.name:<24} pid {row.pid:<8} port {port:<6} {row.detail}")
+    sys.exit(0 if all(row.healthy for row in rows) else 1)
+
+
+@localcluster.command()
+@click.pass_obj
+def env(cluster: Any) -> None:
+    """Print the exports that point kubectl and kube2redis at the local cluster."""
+    click.echo(cluster.env())
+
+
+def main() -> None:
+    """Run the CLI; errors end as one line on stderr and a non-zero exit."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as exc:
+        click.echo(f"kube2redis: error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except Kube2RedisError as exc:
+        click.echo(f"kube2redis: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except redis.AuthenticationError as exc:
+        click.echo(f"kube2redis: error: redis authentication failed: {exc}", err=True)
+        sys.exit(1)
+    except redis.RedisError as exc:
+        click.echo(f"kube2redis: error: redis: {exc}", err=True)
+        sys.exit(1)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, not a wall
+        log.debug("unexpected error", exc_info=True)
+        click.echo(f"kube2redis: error: {type(exc).__name__}: {exc} "
+                   "(--log-level debug shows the traceback)", err=True)
+        sys.exit(1)

@@ -1,0 +1,393 @@
+"""The local control plane: etcd, kube-apiserver and kube-controller-manager as
+local processes on loopback, with the real Volcano CRDs installed.
+
+State lives in one directory: certs/, etcd/ (data), logs/, kubeconfig and
+state.json (the pids and ports we started, so `down` stops exactly those).
+"""
+
+import base64
+import json
+import logging
+import os
+import shutil
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+
+from common.errors import Kube2RedisError
+from kube2redis.localcluster import certs
+from kube2redis.localcluster.processes import Process, alive, free_port, start, stop
+
+log = logging.getLogger(__name__)
+
+VOLCANO_MODULE = "volcano.sh/volcano"
+VOLCANO_VERSION = "v1.15.1"
+VOLCANO_CRD_DIRS = ("config/crd/volcano/bases", "config/crd/jobflow/bases")
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BUILD_SCRIPT = REPO_ROOT / "deploy" / "localcluster" / "build.sh"
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kube2redis"
+
+
+def default_state_dir() -> Path:
+    return default_cache_dir() / "localcluster" / "state"
+
+
+def default_bin_dir() -> Path:
+    override = os.environ.get("KUBE2REDIS_LOCALCLUSTER_BIN")
+    return Path(override) if override else default_cache_dir() / "localcluster" / "bin"
+
+
+class State(msgspec.Struct):
+    processes: dict[str, Process]
+    apiserver_port: int
+    etcd_port: int
+
+
+@dataclass(frozen=True)
+class ComponentStatus:
+    name: str
+    pid: int
+    port: int
+    healthy: bool
+    detail: str
+
+
+class LocalClusterError(Kube2RedisError):
+    pass
+
+
+class LocalCluster:
+    """Manage one local control plane rooted at state_dir."""
+
+    def __init__(self, state_dir: Path | None = None, bin_dir: Path | None = None) -> None:
+        self.state_dir = state_dir or default_state_dir()
+        self.bin_dir = bin_dir or default_bin_dir()
+        self.certs = self.state_dir / "certs"
+        self.kubeconfig = self.state_dir / "kubeconfig"
+        self._state_file = self.state_dir / "state.json"
+
+    # ---- state ----------------------------------------------------------------------------
+
+    def load_state(self) -> State | None:
+        try:
+            return msgspec.json.decode(self._state_file.read_bytes(), type=State)
+        except (OSError, msgspec.DecodeError):
+            return None
+
+    def _save(self, state: State) -> None:
+        self._state_file.write_bytes(msgspec.json.format(msgspec.json.encode(state)))
+
+    def running(self) -> bool:
+        state = self.load_state()
+        return bool(state) and all(alive(p) for p in state.processes.values())  # type: ignore[union-attr]
+
+    # ---- build ----------------------------------------------------------------------------
+
+    def ensure_binaries(self) -> None:
+        """Build the binaries if missing (the build is idempotent and cached)."""
+        needed = ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl")
+        if all((self.bin_dir / b).is_file() for b in needed):
+            return
+        if shutil.which("go") is None:
+            raise LocalClusterError(
+                f"no control-plane binaries in {self.bin_dir} and no Go toolchain to build them; "
+                "install Go >= 1.25, or set KUBE2REDIS_TEST_KUBECONFIG to a cluster's kubeconfig, "
+                "or run where Docker is available"
+            )
+        if not BUILD_SCRIPT.is_file():
+            raise LocalClusterError(
+                f"no binaries in {self.bin_dir}: run `make localcluster` in a kube2redis checkout"
+            )
+        env = {**os.environ, "KUBE2REDIS_LOCALCLUSTER_BIN": str(self.bin_dir)}
+        result = subprocess.run(["bash", str(BUILD_SCRIPT)], env=env, check=False)
+        if result.returncode != 0:
+            raise LocalClusterError(f"building the control plane failed: {BUILD_SCRIPT}")
+
+    def volcano_dir(self) -> Path:
+        """Volcano's module directory in the Go module cache (downloaded if needed)."""
+        if shutil.which("go") is None:
+            raise LocalClusterError("the Volcano CRDs come from the Go module cache: install Go")
+        result = subprocess.run(
+            ["go", "mod", "download", "-json", f"{VOLCANO_MODULE}@{VOLCANO_VERSION}"],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=self.state_dir,
+            env={**os.environ, "GOFLAGS": "-mod=mod"},
+        )
+        info = json.loads(result.stdout or "{}")
+        if result.returncode != 0 or "Dir" not in info:
+            raise LocalClusterError(
+                f"go mod download {VOLCANO_MODULE}@{VOLCANO_VERSION} failed: "
+                f"{info.get('Error') or result.stderr.strip()}"
+            )
+        return Path(info["Dir"])
+
+    # ---- up / down ------------------------------------------------------------------------
+
+    def up(self, timeout_s: float = 120.0) -> bool:
+        """Start everything; False (and no change) if it is already running."""
+        if self.running():
+            return False
+        old = self.load_state()
+        if old is not None:
+            log.warning("state dir %s was left by a run that died; recovering", self.state_dir)
+            for proc in old.processes.values():
+                stop(proc)
+        self.ensure_binaries()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        certs.generate(self.certs)
+        etcd_port, apiserver_port = free_port(), free_port()
+        state = State(processes={}, apiserver_port=apiserver_port, etcd_port=etcd_port)
+        self._write_kubeconfig(apiserver_port)
+        try:
+            state.processes["etcd"] = self._start_etcd(etcd_port)
+            self._save(state)
+            self._wait(lambda: self._etcd_healthy(etcd_port), "etcd", state, timeout_s)
+            state.processes["kube-apiserver"] = self._start_apiserver(apiserver_port, etcd_port)
+            self._save(state)
+            self._wait(self._apiserver_ready, "kube-apiserver", state, timeout_s)
+            state.processes["kube-controller-manager"] = self._start_controller_manager()
+            self._save(state)
+            self.install_crds()
+        except BaseException:
+            for proc in state.processes.values():
+                stop(proc)
+            raise
+        return True
+
+    def down(self, purge: bool = False) -> list[str]:
+        """Stop the processes recorded in the state dir; wipe it with purge."""
+        state = self.load_state()
+        stopped: list[str] = []
+        if state is not None:
+            for name in ("kube-controller-manager", "kube-apiserver", "etcd"):
+                proc = state.processes.get(name)
+                if proc is not None and alive(proc):
+                    stop(proc)
+                    stopped.append(f"{name} (pid {proc.pid})")
+            self._state_file.unlink(missing_ok=True)
+        if purge and self.state_dir.exists():
+            shutil.rmtree(self.state_dir)
+        return stopped
+
+    def status(self) -> list[ComponentStatus]:
+        state = self.load_state()
+        if state is None:
+            return []
+        rows = []
+        for name, proc in state.processes.items():
+            running = alive(proc)
+            healthy, detail = running, "running" if running else "not running"
+            if running and name == "kube-apiserver":
+                healthy = self._apiserver_ready()
+                detail = "ready" if healthy else "not ready"
+            elif running and name == "etcd":
+                healthy = self._etcd_healthy(proc.port)
+                detail = "healthy" if healthy else "unhealthy"
+            rows.append(ComponentStatus(name, proc.pid, proc.port, healthy, detail))
+        return rows
+
+    def env(self) -> str:
+        return f"export KUBECONFIG={self.kubeconfig}"
+
+    # ---- components -----------------------------------------------------------------------
+
+    def _bin(self, name: str) -> str:
+        return str(self.bin_dir / name)
+
+    def _start_etcd(self, port: int) -> Process:
+        peer = free_port()
+        argv = [
+            self._bin("etcd"),
+            "--name=local",
+            f"--data-dir={self.state_dir / 'etcd'}",
+            f"--listen-client-urls=http://127.0.0.1:{port}",
+            f"--advertise-client-urls=http://127.0.0.1:{port}",
+            f"--listen-peer-urls=http://127.0.0.1:{peer}",
+            f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
+            f"--initial-cluster=local=http://127.0.0.1:{peer}",
+            # Test data only: fsync would make every write wait on the disk.
+            "--unsafe-no-fsync",
+            "--log-level=warn",
+        ]
+        return start("etcd", argv, self.state_dir / "logs" / "etcd.log", port)
+
+    def apiserver_argv(self, port: int, etcd_port: int) -> list[str]:
+        c = self.certs
+        return [
+            self._bin("kube-apiserver"),
+            f"--etcd-servers=http://127.0.0.1:{etcd_port}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={port}",
+            f"--cert-dir={c}",
+            f"--tls-cert-file={c / 'apiserver.crt'}",
+            f"--tls-private-key-file={c / 'apiserver.key'}",
+            f"--client-ca-file={c / 'ca.crt'}",
+            f"--service-account-key-file={c / 'sa.pub'}",
+            f"--service-account-signing-key-file={c / 'sa.key'}",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            "--service-cluster-ip-range=10.0.0.0/24",
+            "--authorization-mode=Node,RBAC",
+            "--allow-privileged=true",
+            "--profiling=false",
+            "--v=1",
+        ]
+
+    def _start_apiserver(self, port: int, etcd_port: int) -> Process:
+        argv = self.apiserver_argv(port, etcd_port)
+        return start("kube-apiserver", argv, self.state_dir / "logs" / "kube-apiserver.log", port)
+
+    def _start_controller_manager(self) -> Process:
+        c = self.certs
+        argv = [
+            self._bin("kube-controller-manager"),
+            f"--kubeconfig={self.kubeconfig}",
+            "--controllers=garbage-collector-controller,namespace-controller,"
+            "serviceaccount-controller,serviceaccount-token-controller,"
+            "root-ca-certificate-publisher-controller",
+            f"--service-account-private-key-file={c / 'sa.key'}",
+            f"--root-ca-file={c / 'ca.crt'}",
+            "--leader-elect=false",
+            "--secure-port=0",
+            "--v=1",
+        ]
+        log_path = self.state_dir / "logs" / "kube-controller-manager.log"
+        return start("kube-controller-manager", argv, log_path)
+
+    def restart_apiserver(self, timeout_s: float = 60.0) -> None:
+        """Stop kube-apiserver and start it again on the same port (tests use this)."""
+        state = self.load_state()
+        if state is None:
+            raise LocalClusterError("local cluster is not running")
+        stop(state.processes["kube-apiserver"])
+        state.processes["kube-apiserver"] = self._start_apiserver(
+            state.apiserver_port, state.etcd_port
+        )
+        self._save(state)
+        self._wait(self._apiserver_ready, "kube-apiserver", state, timeout_s)
+
+    def install_crds(self) -> None:
+        """Apply every Volcano CRD from the module cache and wait until established."""
+        root = self.volcano_dir()
+        files = sorted(f for d in VOLCANO_CRD_DIRS for f in (root / d).glob("*.yaml"))
+        if not files:
+            raise LocalClusterError(f"no CRDs under {root}/{{{','.join(VOLCANO_CRD_DIRS)}}}")
+        args = ["apply", "--server-side", "--force-conflicts"]
+        for f in files:
+            args += ["-f", str(f)]
+        self.kubectl(*args)
+        self.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+
+    # ---- clients and probes ---------------------------------------------------------------
+
+    def kubectl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [self._bin("kubectl"), f"--kubeconfig={self.kubeconfig}", *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+        if check and result.returncode != 0:
+            raise LocalClusterError(f"kubectl {' '.join(args[:2])}: {result.stderr.strip()}")
+        return result
+
+    def _ssl(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.certs / "ca.crt"))
+        ctx.load_cert_chain(str(self.certs / "admin.crt"), str(self.certs / "admin.key"))
+        return ctx
+
+    def _apiserver_ready(self) -> bool:
+        state = self.load_state()
+        if state is None:
+            return False
+        url = f"https://127.0.0.1:{state.apiserver_port}/readyz"
+        try:
+            with urllib.request.urlopen(url, context=self._ssl(), timeout=2) as resp:
+                return bool(resp.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    @staticmethod
+    def _etcd_healthy(port: int) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as resp:
+                return bool(json.loads(resp.read()).get("health") == "true")
+        except (urllib.error.URLError, OSError, ValueError):
+            return False
+
+    def _etcd_call(self, path: str, body: dict[str, object]) -> dict[str, object]:
+        state = self.load_state()
+        if state is None:
+            raise LocalClusterError("local cluster is not running")
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{state.etcd_port}{path}",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
+            result: dict[str, object] = json.loads(resp.read())
+            return result
+
+    def compact_etcd(self) -> int:
+        """Compact etcd up to its current revision (through etcd's gRPC gateway);
+        watches from any older resourceVersion then get 410 Gone."""
+        header = self._etcd_call("/v3/kv/range", {"key": base64.b64encode(b"/").decode()})
+        revision = int(header["header"]["revision"])  # type: ignore[index]
+        self._etcd_call("/v3/kv/compaction", {"revision": str(revision), "physical": True})
+        return revision
+
+    def _wait(self, ready: "object", name: str, state: State, timeout_s: float) -> None:
+        assert callable(ready)
+        deadline = time.monotonic() + timeout_s
+        proc = state.processes[name]
+        while time.monotonic() < deadline:
+            if ready():
+                return
+            if not alive(proc):
+                tail = Path(proc.log).read_text(errors="replace").splitlines()[-5:]
+                raise LocalClusterError(f"{name} exited during start; log tail: {' | '.join(tail)}")
+            time.sleep(0.2)
+        raise LocalClusterError(f"{name} not ready after {timeout_s:.0f}s; see {proc.log}")
+
+    def _write_kubeconfig(self, port: int) -> None:
+        c = self.certs
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "local",
+                    "cluster": {
+                        "server": f"https://127.0.0.1:{port}",
+                        "certificate-authority": str(c / "ca.crt"),
+                    },
+                }
+            ],
+            "users": [
+                {
+                    "name": "admin",
+                    "user": {
+                        "client-certificate": str(c / "admin.crt"),
+                        "client-key": str(c / "admin.key"),
+                    },
+                }
+            ],
+            "contexts": [
+                {"name": "kube2redis-local", "context": {"cluster": "local", "user": "admin"}}
+            ],
+            "current-context": "kube2redis-local",
+        }
+        self.kubeconfig.write_text(json.dumps(config, indent=2))
+        self.kubeconfig.chmod(0o600)

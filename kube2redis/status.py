@@ -1,0 +1,136 @@
+"""`kube2redis status`: what the pipeline is doing, read from Redis (and the local spool)."""
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import redis
+
+from common.keys import Keys
+
+
+class GroupStatus(msgspec.Struct):
+    name: str
+    consumers: int
+    pending: int
+    lag: int | None
+    last_delivered_id: str
+    oldest_pending_age_s: float | None
+
+
+class Status(msgspec.Struct):
+    stream: str
+    length: int
+    first_id: str | None
+    last_id: str | None
+    last_event_age_s: float | None
+    groups: list[GroupStatus]
+    dead_letter: int
+    checkpoints: dict[str, str]
+    watchers: dict[str, Any]
+    local_spool_bytes: int | None
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _age_of(entry_id: str | None) -> float | None:
+    if not entry_id:
+        return None
+    return max(0.0, time.time() - int(entry_id.split("-")[0]) / 1000)
+
+
+def collect(r: "redis.Redis", keys: Keys, spool_dir: Path | None = None) -> Status:
+    stream = keys.stream
+    length = int(r.xlen(stream))
+    first = r.xrange(stream, count=1)
+    last = r.xrevrange(stream, count=1)
+    first_id = _s(first[0][0]) if first else None
+    last_id = _s(last[0][0]) if last else None
+    groups = []
+    if length or r.exists(stream):
+        for g in r.xinfo_groups(stream):
+            name = _s(g["name"])
+            oldest_age = None
+            if g["pending"]:
+                oldest = r.xpending(stream, name)["min"]
+                oldest_age = _age_of(_s(oldest))
+            groups.append(
+                GroupStatus(
+                    name=name,
+                    consumers=int(g["consumers"]),
+                    pending=int(g["pending"]),
+                    lag=g.get("lag"),
+                    last_delivered_id=_s(g["last-delivered-id"]),
+                    oldest_pending_age_s=oldest_age,
+                )
+            )
+    checkpoints = {_s(k): _s(v) for k, v in r.hgetall(keys.checkpoints).items()}
+    watchers = {_s(k): json.loads(v) for k, v in r.hgetall(keys.watchers).items()}
+    spool_bytes = None
+    if spool_dir is not None and spool_dir.is_dir():
+        spool_bytes = sum(p.stat().st_size for p in spool_dir.glob("*.seg"))
+    return Status(
+        stream=stream,
+        length=length,
+        first_id=first_id,
+        last_id=last_id,
+        last_event_age_s=_age_of(last_id),
+        groups=groups,
+        dead_letter=int(r.xlen(keys.dead_letter)),
+        checkpoints=checkpoints,
+        watchers=watchers,
+        local_spool_bytes=spool_bytes,
+    )
+
+
+def render(status: Status) -> Any:
+    """A rich renderable of the status."""
+    from rich.console import Group
+    from rich.table import Table
+
+    overview = Table(title="stream", show_header=False)
+    age = f"{status.last_event_age_s:.1f}s ago" if status.last_event_age_s is not None else "-"
+    for label, value in (
+        ("key", status.stream),
+        ("length", str(status.length)),
+        ("first id", status.first_id or "-"),
+        ("last id", status.last_id or "-"),
+        ("last event", age),
+        ("dead letters", str(status.dead_letter)),
+        (
+            "local spool bytes",
+            "-" if status.local_spool_bytes is None else str(status.local_spool_bytes),
+        ),
+    ):
+        overview.add_row(label, value)
+    groups = Table(title="consumer groups")
+    for col in ("group", "consumers", "lag", "pending", "oldest pending", "last delivered"):
+        groups.add_column(col)
+    for g in status.groups:
+        oldest = f"{g.oldest_pending_age_s:.1f}s" if g.oldest_pending_age_s is not None else "-"
+        groups.add_row(
+            g.name,
+            str(g.consumers),
+            str(g.lag if g.lag is not None else "?"),
+            str(g.pending),
+            oldest,
+            g.last_delivered_id,
+        )
+    checkpoints = Table(title="watcher checkpoints")
+    checkpoints.add_column("scope")
+    checkpoints.add_column("resourceVersion")
+    for scope, rv in sorted(status.checkpoints.items()):
+        checkpoints.add_row(scope, rv)
+    watchers = Table(title="watchers")
+    for col in ("id", "spool bytes", "spool records", "updated"):
+        watchers.add_column(col)
+    for wid, w in sorted(status.watchers.items()):
+        updated = time.time() - w.get("updated_ns", 0) / 1e9
+        watchers.add_row(
+            wid, str(w.get("spool_bytes")), str(w.get("spool_records")), f"{updated:.0f}s ago"
+        )
+    return Group(overview, groups, checkpoints, watchers)

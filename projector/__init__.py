@@ -1,0 +1,1 @@
+"""The projector: a consumer group that applies stream entries to state keys."""

@@ -1,0 +1,223 @@
+"""The consumer-group loop: read, apply (atomically with the ack), reclaim, dead-letter."""
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+import redis
+
+from common import events as ev
+from common.keys import Keys
+from projector.metrics import ProjectorMetrics
+from projector.scripts import ApplySettings, Scripts
+
+log = logging.getLogger(__name__)
+
+Entry = tuple[bytes, dict[bytes, bytes]]
+
+
+class ConsumerSettings(msgspec.Struct, frozen=True):
+    group: str = "projector"
+    consumer: str = ""
+    batch_size: int = 500
+    # Well below the client's socket timeout: a blocking read must never look like
+    # a dead connection (redis-py 8 defaults to 5 s reads and 10 retries).
+    block_ms: int = 1000
+    reclaim_idle_ms: int = 30_000
+    reclaim_every_s: float = 5.0
+    max_deliveries: int = 5
+    start_id: str = "0"
+    apply: ApplySettings = ApplySettings()
+
+
+def default_consumer_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Projector:
+    """One consumer in the group; run() until stop is set, finishing the batch in hand."""
+
+    def __init__(
+        self, r: "redis.Redis", keys: Keys, settings: ConsumerSettings, metrics: ProjectorMetrics
+    ) -> None:
+        self.r, self.keys, self.settings, self.metrics = r, keys, settings, metrics
+        self.consumer = settings.consumer or default_consumer_name()
+        self.scripts = Scripts(r, keys, settings.apply)
+        self.connected = False
+        self._read_own_pending = True
+        self._next_reclaim = 0.0
+
+    def ensure_group(self) -> None:
+        """Create the group (and the stream) if missing; from start_id so a new
+        deployment builds the full state."""
+        try:
+            self.r.xgroup_create(
+                self.keys.stream, self.settings.group, id=self.settings.start_id, mkstream=True
+            )
+            log.info("created consumer group %s", self.settings.group)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                if not self.connected:
+                    self.ensure_group()
+                    self.connected = True
+                    # After a connection error our own pending entries may be unapplied.
+                    self._read_own_pending = True
+                self.step()
+            except redis.ConnectionError as exc:
+                self._lost(exc, stop)
+            except redis.TimeoutError as exc:
+                self._lost(exc, stop)
+
+    def _lost(self, exc: Exception, stop: threading.Event) -> None:
+        if self.connected:
+            log.warning("redis connection lost: %s", exc)
+        self.connected = False
+        self.metrics.reconnects.inc()
+        stop.wait(1.0)
+
+    def step(self) -> int:
+        """Read and apply one batch; returns how many entries it handled."""
+        now = time.monotonic()
+        if now >= self._next_reclaim:
+            self._next_reclaim = now + self.settings.reclaim_every_s
+            self.reclaim()
+        read_id = "0" if self._read_own_pending else ">"
+        response = self.r.xreadgroup(
+            self.settings.group,
+            self.consumer,
+            {self.keys.stream: read_id},
+            count=self.settings.batch_size,
+            block=None if self._read_own_pending else self.settings.block_ms,
+        )
+        entries: list[Entry] = response[0][1] if response else []
+        if self._read_own_pending and not entries:
+            self._read_own_pending = False
+        return self.apply(entries)
+
+    def apply(self, entries: Sequence[Entry]) -> int:
+        """Apply entries and ack them, each atomically with its state change."""
+        if not entries:
+            return 0
+        started = time.perf_counter()
+        pipe = self.r.pipeline(transaction=False)
+        queued: list[tuple[str, ev.StreamEvent | None]] = []
+        dead: list[tuple[str, dict[bytes, bytes], str]] = []
+        for raw_id, fields in entries:
+            entry_id = raw_id.decode()
+            if not fields:
+                # Trimmed while pending (Redis 7 keeps the id, drops the fields).
+                self.metrics.trimmed_pending.inc()
+                if self.settings.group:
+                    pipe.xack(self.keys.stream, self.settings.group, entry_id)
+                    queued.append((entry_id, None))
+                continue
+            try:
+                event = ev.from_fields(fields)
+            except ev.MalformedEntryError as exc:
+                dead.append((entry_id, fields, str(exc)))
+                continue
+            self._queue(pipe, event, entry_id)
+            queued.append((entry_id, event))
+        results = pipe.execute(raise_on_error=False) if queued else []
+        now_ns = time.time_ns()
+        for (entry_id, event), result in zip(queued, results, strict=True):
+            if event is None:
+                continue
+            if isinstance(result, Exception):
+                dead.append((entry_id, dict(ev.to_fields(event)), f"apply failed: {result}"))  # type: ignore[arg-type]
+                continue
+            outcome = result.decode() if isinstance(result, bytes) else "relist"
+            self.metrics.results.labels(outcome).inc()
+            if not event.is_marker:
+                self.metrics.latency.observe(max(0, now_ns - event.received_ns) / 1e9)
+        if dead:
+            self.dead_letter(dead)
+        self.metrics.events_in.inc(len(entries))
+        self.metrics.apply_seconds.observe(time.perf_counter() - started)
+        return len(entries)
+
+    def _queue(self, pipe: Any, event: ev.StreamEvent, entry_id: str) -> None:
+        group = self.settings.group
+        if event.type == ev.RELIST_END:
+            self.scripts.relist_end(pipe, event, group, entry_id)
+        elif event.type == ev.RELIST_BEGIN:
+            if group:
+                pipe.xack(self.keys.stream, group, entry_id)
+            else:
+                pipe.echo("relist")
+        else:
+            self.scripts.apply(pipe, event, group, entry_id)
+
+    def dead_letter(self, dead: Sequence[tuple[str, dict[Any, Any], str]]) -> None:
+        """Move entries to the dead-letter stream with the reason and original id; ack."""
+        pipe = self.r.pipeline(transaction=True)
+        for entry_id, fields, reason in dead:
+            log.error("dead-lettered entry %s: %s", entry_id, reason, extra={"entry_id": entry_id})
+            self.metrics.dead_lettered.labels(reason.split(":", 1)[0][:40]).inc()
+            pipe.xadd(
+                self.keys.dead_letter,
+                {
+                    **fields,
+                    "dead_reason": reason,
+                    "dead_id": entry_id,
+                    "dead_group": self.settings.group,
+                },
+            )
+            if self.settings.group:
+                pipe.xack(self.keys.stream, self.settings.group, entry_id)
+        pipe.execute()
+
+    def reclaim(self) -> int:
+        """Take over entries idle too long on other (dead) consumers; dead-letter
+        entries delivered max_deliveries times (a poison entry must not stop us)."""
+        s = self.settings
+        stream, group = self.keys.stream, s.group
+        try:
+            pending = self.r.xpending_range(
+                stream, group, min="-", max="+", count=s.batch_size, idle=s.reclaim_idle_ms
+            )
+        except redis.ResponseError:
+            return 0  # no group yet
+        poison = [p for p in pending if p["times_delivered"] >= s.max_deliveries]
+        if poison:
+            dead = []
+            for p in poison:
+                entry_id = p["message_id"].decode()
+                rows = self.r.xrange(stream, entry_id, entry_id)
+                fields = rows[0][1] if rows else {}
+                dead.append((entry_id, fields, f"poison: delivered {p['times_delivered']} times"))
+            self.dead_letter(dead)
+        if len(pending) == len(poison):
+            return 0
+        _, claimed, deleted = self.r.xautoclaim(
+            stream, group, self.consumer, min_idle_time=s.reclaim_idle_ms, count=s.batch_size
+        )
+        if deleted:
+            self.metrics.trimmed_pending.inc(len(deleted))
+            self.r.xack(stream, group, *deleted)
+        claimed = [c for c in claimed if c[1] is not None]
+        if claimed:
+            log.info("reclaimed %d pending entries from idle consumers", len(claimed))
+            self.metrics.reclaimed.inc(len(claimed))
+            self.apply(claimed)
+        return len(claimed)
+
+    def update_gauges(self) -> None:
+        try:
+            for g in self.r.xinfo_groups(self.keys.stream):
+                name = g["name"].decode() if isinstance(g["name"], bytes) else g["name"]
+                if name == self.settings.group:
+                    self.metrics.pending.set(g["pending"])
+                    self.metrics.lag.set(g.get("lag") or 0)
+        except redis.RedisError:
+            pass

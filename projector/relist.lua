@@ -1,0 +1,56 @@
+-- Apply a RELIST_END marker: remember which objects the list at rv L held,
+-- and delete (at L) every stored object in the scope that it did not hold and
+-- that is older than L. Newer objects were created after the list: kept.
+--
+-- KEYS: 1 index set, 2 relist hash, 3 relist members set, 4 change feed,
+--       5 event stream
+-- ARGV: 1 list rv, 2 namespace scope ("" = all), 3 state key prefix,
+--       4 tombstone key prefix, 5 tombstone ttl, 6 change feed maxlen,
+--       7 group ("" = no ack), 8 entry id, 9.. listed members
+
+local function newer(a, b)
+  if #a ~= #b then return #a > #b end
+  return a > b
+end
+
+local function ack()
+  if ARGV[7] ~= '' then redis.call('XACK', KEYS[5], ARGV[7], ARGV[8]) end
+end
+
+local list_rv, scope = ARGV[1], ARGV[2]
+local previous = redis.call('HGET', KEYS[2], 'rv')
+if previous and not newer(list_rv, previous) then
+  ack()
+  return 0
+end
+
+redis.call('DEL', KEYS[3])
+local n = #ARGV
+for i = 9, n, 4000 do
+  redis.call('SADD', KEYS[3], unpack(ARGV, i, math.min(i + 3999, n)))
+end
+redis.call('HSET', KEYS[2], 'rv', list_rv)
+
+local prefix = scope .. ':'
+local deleted = 0
+for _, member in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local in_scope = scope == '' or string.sub(member, 1, #prefix) == prefix
+  if in_scope and redis.call('SISMEMBER', KEYS[3], member) == 0 then
+    local state_key = ARGV[3] .. member
+    local stored = redis.call('HGET', state_key, 'rv')
+    if not stored or newer(list_rv, stored) then
+      redis.call('DEL', state_key)
+      redis.call('SREM', KEYS[1], member)
+      local tomb_key = ARGV[4] .. member
+      local tomb = redis.call('GET', tomb_key)
+      if not tomb or newer(list_rv, tomb) then
+        redis.call('SET', tomb_key, list_rv, 'EX', ARGV[5])
+      end
+      redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], '*',
+        'key', state_key, 'type', 'DELETED', 'rv', list_rv, 'phase', '')
+      deleted = deleted + 1
+    end
+  end
+end
+ack()
+return deleted

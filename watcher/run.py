@@ -1,0 +1,83 @@
+"""Wire a watcher process: discovery, reflectors, writer, health, signals."""
+
+import logging
+import threading
+from pathlib import Path
+
+import msgspec
+import redis
+
+from common.health import HealthServer
+from common.keys import Keys
+from common.kube import KubeClient
+from common.process import stop_on_signals
+from common.resources import ResourceSpec
+from watcher.metrics import WatcherMetrics
+from watcher.reflector import Reflector, scope_id
+from watcher.spool import FsyncPolicy, Spool
+from watcher.writer import StreamWriter, WriterSettings
+
+log = logging.getLogger(__name__)
+
+
+class WatcherConfig(msgspec.Struct, frozen=True):
+    resources: list[ResourceSpec]
+    namespaces: list[str]  # empty: all namespaces
+    spool_dir: Path
+    spool_max_bytes: int = 1 << 30
+    spool_fsync: FsyncPolicy = "interval"
+    spool_ready_threshold: float = 0.5  # not ready past this fraction of the bound
+    health_host: str = "0.0.0.0"  # noqa: S104 - probes come from the kubelet
+    health_port: int = 8080
+    shutdown_timeout_s: float = 10.0
+    writer: WriterSettings = WriterSettings()
+
+
+def run(config: WatcherConfig, kube: KubeClient, r: "redis.Redis", keys: Keys) -> int:
+    metrics = WatcherMetrics()
+    spool = Spool(config.spool_dir, max_bytes=config.spool_max_bytes, fsync=config.spool_fsync)
+    writer = StreamWriter(r, keys, spool, metrics, config.writer)
+    # Discovery first: an unknown resource or an unreachable API server ends here, clearly.
+    resources = [kube.discover(spec) for spec in config.resources]
+    checkpoints = writer.load_checkpoints()
+    reflectors = []
+    for resource in resources:
+        namespaces = config.namespaces if resource.namespaced and config.namespaces else [""]
+        for namespace in namespaces:
+            start_rv = checkpoints.get(scope_id(resource, namespace))
+            reflectors.append(
+                Reflector(kube, resource, namespace, writer, metrics, start_rv=start_rv)
+            )
+
+    def ready() -> tuple[bool, str]:
+        reasons = [
+            f"{f.scope}: API server: {f.last_error or 'not synced'}"
+            for f in reflectors
+            if not f.api_ok
+        ]
+        if not writer.redis_up and spool.bytes > config.spool_ready_threshold * spool.max_bytes:
+            reasons.append(f"redis unreachable and spool at {spool.bytes} bytes")
+        elif writer.overflow.is_set():
+            reasons.append("spool full: watches paused until Redis is back")
+        return (not reasons, "; ".join(reasons) if reasons else "ok")
+
+    health = HealthServer(config.health_host, config.health_port, metrics.registry, ready).start()
+    stop = stop_on_signals()
+    writer_stop = threading.Event()
+    writer_thread = threading.Thread(target=writer.run, args=(writer_stop,), name="writer")
+    writer_thread.start()
+    for reflector in reflectors:
+        # Daemon: a reflector blocked in a socket read must not hold up shutdown;
+        # what it has not handed to the writer is not checkpointed, so not lost.
+        threading.Thread(
+            target=reflector.run, args=(stop,), name=f"reflector {reflector.scope}", daemon=True
+        ).start()
+    log.info("watching %d scopes", len(reflectors), extra={"scopes": [f.scope for f in reflectors]})
+    stop.wait()
+    writer_stop.set()
+    writer_thread.join(config.shutdown_timeout_s)
+    health.stop()
+    if writer_thread.is_alive():
+        log.error("writer did not finish within %.0fs", config.shutdown_timeout_s)
+        return 1
+    return 0
