@@ -92,18 +92,15 @@ class KubeClient:
             headers["Authorization"] = token
         return headers
 
-    def _request(
-        self, method: str, path: str, params: dict[str, str], read_timeout: float, stream: bool
+    def _open_stream(
+        self, path: str, params: dict[str, str], read_timeout: float
     ) -> urllib3.BaseHTTPResponse:
-        url = f"{self.host}{path}"
-        if params:
-            url = f"{url}?{urlencode(params)}"
         try:
             return self._pool.request(
-                method,
-                url,
+                "GET",
+                f"{self.host}{path}?{urlencode(params)}",
                 headers=self._headers(),
-                preload_content=not stream,
+                preload_content=False,
                 timeout=urllib3.Timeout(connect=self._connect_timeout, read=read_timeout),
             )
         except urllib3.exceptions.HTTPError as exc:
@@ -111,7 +108,31 @@ class KubeClient:
 
     def get(self, path: str, params: dict[str, str] | None = None, timeout: float = 30.0) -> bytes:
         """GET path; KubeError on any non-2xx status."""
-        resp = self._request("GET", path, params or {}, timeout, stream=False)
+        return self.call("GET", path, params=params, timeout=timeout)
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        params: dict[str, str] | None = None,
+        content_type: str = "application/json",
+        timeout: float = 30.0,
+    ) -> bytes:
+        """Any request with a JSON (or patch) body; KubeError on a non-2xx status."""
+        headers = self._headers()
+        if body is not None:
+            headers["Content-Type"] = content_type
+        url = f"{self.host}{path}"
+        if params:
+            url = f"{url}?{urlencode(params)}"
+        try:
+            resp = self._pool.request(
+                method, url, body=body, headers=headers,
+                timeout=urllib3.Timeout(connect=self._connect_timeout, read=timeout),
+            )
+        except urllib3.exceptions.HTTPError as exc:
+            raise KubeUnreachableError(self.host, _reason(exc)) from exc
         if resp.status >= 300:
             raise _error(resp.status, resp.data, path)
         return bytes(resp.data)
@@ -124,7 +145,7 @@ class KubeClient:
         A read timeout (urllib3 ReadTimeoutError) means the stream went silent
         longer than read_timeout: the caller treats it as a dead watch.
         """
-        resp = self._request("GET", path, {**params, "watch": "true"}, read_timeout, stream=True)
+        resp = self._open_stream(path, {**params, "watch": "true"}, read_timeout)
         try:
             if resp.status >= 300:
                 raise _error(resp.status, resp.read(), path)

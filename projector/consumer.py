@@ -91,18 +91,23 @@ class Projector:
         if now >= self._next_reclaim:
             self._next_reclaim = now + self.settings.reclaim_every_s
             self.reclaim()
-        read_id = "0" if self._read_own_pending else ">"
+        entries: list[Entry] = []
+        if self._read_own_pending:
+            entries = self._read("0", block_ms=None)
+            self._read_own_pending = bool(entries)
+        if not entries:
+            entries = self._read(">", block_ms=self.settings.block_ms)
+        return self.apply(entries)
+
+    def _read(self, read_id: str, block_ms: int | None) -> list[Entry]:
         response = self.r.xreadgroup(
             self.settings.group,
             self.consumer,
             {self.keys.stream: read_id},
             count=self.settings.batch_size,
-            block=None if self._read_own_pending else self.settings.block_ms,
+            block=block_ms,
         )
-        entries: list[Entry] = response[0][1] if response else []
-        if self._read_own_pending and not entries:
-            self._read_own_pending = False
-        return self.apply(entries)
+        return response[0][1] if response else []  # type: ignore[index,return-value]
 
     def apply(self, entries: Sequence[Entry]) -> int:
         """Apply entries and ack them, each atomically with its state change."""

@@ -68,7 +68,12 @@ class LocalClusterError(Kube2RedisError):
 class LocalCluster:
     """Manage one local control plane rooted at state_dir."""
 
-    def __init__(self, state_dir: Path | None = None, bin_dir: Path | None = None) -> None:
+    def __init__(
+        self, state_dir: Path | None = None, bin_dir: Path | None = None, watch_cache: bool = True
+    ) -> None:
+        # watch_cache=False sends every watch to etcd: compaction then means 410 at once,
+        # where the cache would serve an old resourceVersion from memory for ~75 s.
+        self.watch_cache = watch_cache
         self.state_dir = state_dir or default_state_dir()
         self.bin_dir = bin_dir or default_bin_dir()
         self.certs = self.state_dir / "certs"
@@ -241,6 +246,7 @@ class LocalCluster:
             "--authorization-mode=Node,RBAC",
             "--allow-privileged=true",
             "--profiling=false",
+            f"--watch-cache={'true' if self.watch_cache else 'false'}",
             "--v=1",
         ]
 
@@ -270,10 +276,10 @@ class LocalCluster:
         state = self.load_state()
         if state is None:
             raise LocalClusterError("local cluster is not running")
-        stop(state.processes["kube-apiserver"])
-        state.processes["kube-apiserver"] = self._start_apiserver(
-            state.apiserver_port, state.etcd_port
-        )
+        # A short grace: kube-apiserver otherwise waits out its open watches.
+        old = state.processes["kube-apiserver"]
+        stop(old, timeout_s=3.0)
+        state.processes["kube-apiserver"] = start(old.name, old.argv, Path(old.log), old.port)
         self._save(state)
         self._wait(self._apiserver_ready, "kube-apiserver", state, timeout_s)
 

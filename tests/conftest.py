@@ -1,0 +1,155 @@
+"""Fixtures: a real redis-server and a real Kubernetes API server for every test
+that needs them. Sources, first that works:
+
+* Kubernetes: KUBE2REDIS_TEST_KUBECONFIG; else a Docker engine (K3s through
+  testcontainers); else the local control plane built from Go modules.
+* Redis: KUBE2REDIS_TEST_REDIS_URL; else a fresh redis-server on a free port;
+  else testcontainers' Redis.
+
+Under CI=true a missing source is an error, never a skip.
+"""
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from kube2redis.localcluster.cluster import LocalCluster, default_cache_dir
+from tests.procs import Proc
+from tests.servers import REDIS_SERVER, Kube, RedisServer, docker_answers, in_ci
+
+
+def _unavailable(what: str) -> None:
+    message = f"{what} is not available"
+    if in_ci():
+        pytest.fail(message + " (CI=true: this is an error, not a skip)")
+    pytest.skip(message)
+
+
+# ---- Redis ---------------------------------------------------------------------------------
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A fresh local redis-server the test may kill and restart."""
+    if not REDIS_SERVER:
+        _unavailable("redis-server (apt-get install redis-server)")
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    """A Redis to use (not to kill): the configured one, a local one, or a container."""
+    external = os.environ.get("KUBE2REDIS_TEST_REDIS_URL")
+    if external:
+        redis.Redis.from_url(external).flushdb()
+        yield external
+        return
+    if REDIS_SERVER:
+        server = RedisServer(tmp_path / "redis").start()
+        yield server.url
+        server.stop()
+        return
+    if docker_answers():
+        from testcontainers.redis import RedisContainer
+
+        with RedisContainer() as container:
+            host = container.get_container_host_ip()
+            yield f"redis://{host}:{container.get_exposed_port(6379)}/0"
+        return
+    _unavailable("a Redis (KUBE2REDIS_TEST_REDIS_URL, redis-server or Docker)")
+
+
+@pytest.fixture
+def r(redis_url: str) -> "redis.Redis":
+    return redis.Redis.from_url(redis_url, socket_timeout=5)
+
+
+# ---- Kubernetes ----------------------------------------------------------------------------
+
+def _kubectl_path() -> str:
+    found = shutil.which("kubectl")
+    local = default_cache_dir() / "localcluster" / "bin" / "kubectl"
+    return str(local) if local.exists() else (found or "kubectl")
+
+
+@pytest.fixture(scope="session")
+def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kube]:
+    configured = os.environ.get("KUBE2REDIS_TEST_KUBECONFIG")
+    if configured:
+        yield Kube(Path(configured), _kubectl_path())
+        return
+    if docker_answers():
+        from testcontainers.k3s import K3SContainer
+
+        with K3SContainer() as k3s:
+            path = tmp_path_factory.mktemp("k3s") / "kubeconfig"
+            path.write_text(k3s.config_yaml())
+            kube = Kube(path, _kubectl_path())
+            _install_volcano_crds(kube)
+            yield kube
+        return
+    cluster = LocalCluster(tmp_path_factory.mktemp("localcluster") / "state")
+    if shutil.which("go") is None and not (cluster.bin_dir / "kube-apiserver").exists():
+        _unavailable("a Kubernetes API server (KUBE2REDIS_TEST_KUBECONFIG, Docker, or Go)")
+    cluster.up()
+    try:
+        yield Kube(cluster.kubeconfig, str(cluster.bin_dir / "kubectl"), cluster)
+    finally:
+        cluster.down(purge=True)
+
+
+def _install_volcano_crds(kube: Kube) -> None:
+    cluster = LocalCluster()
+    root = cluster.volcano_dir()
+    from kube2redis.localcluster.cluster import VOLCANO_CRD_DIRS
+
+    for directory in VOLCANO_CRD_DIRS:
+        kube.kubectl("apply", "--server-side", "-f", str(root / directory))
+    kube.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+
+
+@pytest.fixture
+def local_cluster(kube: Kube) -> LocalCluster:
+    """The local control plane itself, for tests that restart or compact it."""
+    if kube.cluster is None:
+        pytest.skip("needs the local control plane (it restarts and compacts it)")
+    cluster: LocalCluster = kube.cluster
+    return cluster
+
+
+@pytest.fixture
+def namespace(kube: Kube) -> Iterator[str]:
+    name = kube.create_namespace()
+    yield name
+    kube.delete_namespace(name)
+
+
+# ---- kube2redis processes ------------------------------------------------------------------
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator["ProcFactory"]:
+    factory = ProcFactory(tmp_path)
+    yield factory
+    factory.stop_all()
+
+
+class ProcFactory:
+    """Starts kube2redis processes and stops every one of them (by pid) at the end."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.started: list[Proc] = []
+
+    def start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> Proc:
+        proc = Proc(args, self.directory / f"{name}-{len(self.started)}.log", env)
+        self.started.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in self.started:
+            proc.stop(timeout_s=10)

@@ -1,0 +1,241 @@
+"""The projector's apply rules against a real redis-server (no Kubernetes needed)."""
+
+import random
+import time
+from typing import Any
+
+import redis
+
+from common import events as ev
+from common.keys import Keys
+from projector.consumer import ConsumerSettings, Projector
+from projector.metrics import ProjectorMetrics
+from watcher.retention import safe_min_id, trim
+
+KEYS = Keys()
+
+
+def _obj(name: str, rv: str, phase: str = "Pending") -> bytes:
+    return (f'{{"kind":"Job","metadata":{{"name":"{name}","namespace":"ns",'
+            f'"resourceVersion":"{rv}"}},"status":{{"state":{{"phase":"{phase}"}}}}}}').encode()
+
+
+def _event(kind: str, name: str, rv: str, **extra: Any) -> ev.StreamEvent:
+    return ev.StreamEvent(type=kind, resource="jobs.batch.volcano.sh", kind="job",
+                          namespace="ns", name=name, uid=f"uid-{name}", rv=rv,
+                          object=b"" if kind == ev.DELETED else _obj(name, rv),
+                          received_ns=time.time_ns(), **extra)
+
+
+def _relist_end(rv: str, members: list[str], namespace: str = "ns") -> ev.StreamEvent:
+    return ev.StreamEvent(type=ev.RELIST_END, resource="jobs.batch.volcano.sh", kind="job",
+                          namespace=namespace, rv=rv, received_ns=time.time_ns(),
+                          members=ev.encode_members(members))
+
+
+def _history() -> list[ev.StreamEvent]:
+    """A realistic history: creates, updates, deletes, a re-create, a relist."""
+    return [
+        _event(ev.ADDED, "a", "10"),
+        _event(ev.ADDED, "b", "11"),
+        _event(ev.MODIFIED, "a", "12"),
+        _event(ev.ADDED, "c", "13"),
+        _event(ev.DELETED, "b", "14"),
+        _event(ev.MODIFIED, "c", "15"),
+        _event(ev.ADDED, "b", "16"),  # re-created with the same name
+        _event(ev.DELETED, "a", "17"),
+        _event(ev.SYNC, "b", "16"),
+        _event(ev.SYNC, "c", "15"),
+        _relist_end("18", ["ns:b", "ns:c"]),
+        _event(ev.MODIFIED, "c", "19"),
+    ]
+
+
+def _projector(r: "redis.Redis", **settings: Any) -> Projector:
+    return Projector(r, KEYS, ConsumerSettings(**settings), ProjectorMetrics())
+
+
+def _apply(r: "redis.Redis", events: list[ev.StreamEvent]) -> None:
+    """Append to the stream and apply as the replay path does (entry by entry order)."""
+    ids = [r.xadd(KEYS.stream, ev.to_fields(e)) for e in events]  # type: ignore[arg-type]
+    rows = [(i, {k.encode(): v if isinstance(v, bytes) else str(v).encode()
+                 for k, v in ev.to_fields(e).items()}) for i, e in zip(ids, events, strict=True)]
+    _projector(r, group="").apply(rows)  # type: ignore[arg-type]
+
+
+def state(r: "redis.Redis") -> dict[str, Any]:
+    """Every state hash and index, as a consumer would read them."""
+    out: dict[str, Any] = {}
+    for key in r.scan_iter(match="k8s:job:*"):
+        out[key.decode()] = r.hgetall(key)
+    out["index"] = r.smembers(KEYS.index("job"))
+    return out
+
+
+def test_history_ends_in_the_cluster_state(r: "redis.Redis") -> None:
+    _apply(r, _history())
+    assert r.smembers(KEYS.index("job")) == {b"ns:b", b"ns:c"}
+    assert r.hget(KEYS.state("job", "ns", "c"), "rv") == b"19"
+    assert r.hget(KEYS.state("job", "ns", "b"), "rv") == b"16"
+    assert not r.exists(KEYS.state("job", "ns", "a"))
+    assert r.get(KEYS.tombstone("job", "ns", "a")) == b"17"
+    stored = r.hget(KEYS.state("job", "ns", "c"), "object")
+    assert stored == _obj("c", "19")
+
+
+def test_twice_shuffled_and_duplicated_give_the_same_state(r: "redis.Redis") -> None:
+    _apply(r, _history())
+    expected = state(r)
+    rng = random.Random(7)
+    for _ in range(5):
+        r.flushdb()
+        history = _history()
+        shuffled = history + rng.sample(history, k=6)
+        rng.shuffle(shuffled)
+        _apply(r, shuffled)
+        _apply(r, history)
+        assert state(r) == expected
+
+
+def test_stale_events_and_tombstones_count_as_such(r: "redis.Redis") -> None:
+    p = _projector(r, group="")
+    events = [_event(ev.ADDED, "x", "20"), _event(ev.MODIFIED, "x", "19"),
+              _event(ev.DELETED, "x", "25"), _event(ev.MODIFIED, "x", "22")]
+    rows = [(str(i).encode() + b"-0", {k.encode(): v if isinstance(v, bytes) else
+                                        str(v).encode() for k, v in ev.to_fields(e).items()})
+            for i, e in enumerate(events, start=1)]
+    p.apply(rows)  # type: ignore[arg-type]
+    results = {s.labels["result"]: s.value for m in p.metrics.results.collect()
+               for s in m.samples if s.name.endswith("_total")}
+    assert results == {"applied": 2.0, "stale": 1.0, "tombstoned": 1.0}
+    assert not r.exists(KEYS.state("job", "ns", "x"))
+
+
+def test_relist_deletes_what_vanished_but_keeps_newer_objects(r: "redis.Redis") -> None:
+    _apply(r, [_event(ev.ADDED, "old", "10"), _event(ev.ADDED, "kept", "11"),
+               _event(ev.ADDED, "newer", "30")])
+    _apply(r, [_relist_end("20", ["ns:kept"])])
+    assert r.smembers(KEYS.index("job")) == {b"ns:kept", b"ns:newer"}
+    assert r.get(KEYS.tombstone("job", "ns", "old")) == b"20"
+
+
+def test_relist_scope_leaves_other_namespaces_alone(r: "redis.Redis") -> None:
+    other = ev.StreamEvent(type=ev.ADDED, resource="jobs.batch.volcano.sh", kind="job",
+                           namespace="other", name="z", uid="u", rv="5",
+                           object=_obj("z", "5"), received_ns=1)
+    _apply(r, [other, _event(ev.ADDED, "gone", "6")])
+    _apply(r, [_relist_end("20", [], namespace="ns")])
+    assert r.smembers(KEYS.index("job")) == {b"other:z"}
+
+
+def test_late_older_event_cannot_resurrect_an_object_a_relist_did_not_list(
+    r: "redis.Redis",
+) -> None:
+    """DESIGN rule 3 with several projectors: ADDED x@10 is still pending on another
+    consumer when the RELIST_END at 20 (which did not list x) is applied."""
+    _apply(r, [_relist_end("20", ["ns:y"])])
+    _apply(r, [_event(ev.ADDED, "x", "10")])  # delivered late, after the relist
+    assert not r.exists(KEYS.state("job", "ns", "x"))
+    _apply(r, [_event(ev.ADDED, "x", "25")])  # created again after the list: applies
+    assert r.hget(KEYS.state("job", "ns", "x"), "rv") == b"25"
+
+
+def test_an_older_relist_replayed_changes_nothing(r: "redis.Redis") -> None:
+    _apply(r, [_event(ev.ADDED, "a", "30"), _relist_end("40", ["ns:a"])])
+    _apply(r, [_relist_end("20", [])])
+    assert r.exists(KEYS.state("job", "ns", "a"))
+
+
+def test_change_feed_has_one_entry_per_applied_change(r: "redis.Redis") -> None:
+    _apply(r, _history())
+    feed = r.xrange(KEYS.changes)
+    changes = [(f[b"key"].decode(), f[b"type"].decode(), f[b"rv"].decode()) for _, f in feed]
+    assert changes == [
+        ("k8s:job:ns:a", "ADDED", "10"), ("k8s:job:ns:b", "ADDED", "11"),
+        ("k8s:job:ns:a", "MODIFIED", "12"), ("k8s:job:ns:c", "ADDED", "13"),
+        ("k8s:job:ns:b", "DELETED", "14"), ("k8s:job:ns:c", "MODIFIED", "15"),
+        ("k8s:job:ns:b", "ADDED", "16"), ("k8s:job:ns:a", "DELETED", "17"),
+        ("k8s:job:ns:c", "MODIFIED", "19"),
+    ]
+    assert {f[b"phase"] for _, f in feed if f[b"type"] != b"DELETED"} == {b"Pending"}
+    _apply(r, _history())  # a replay applies nothing new, so the feed does not grow
+    assert r.xlen(KEYS.changes) == len(changes)
+
+
+def test_bad_entries_go_to_dead_letters_and_the_projector_goes_on(r: "redis.Redis") -> None:
+    p = _projector(r)
+    p.ensure_group()
+    good = ev.to_fields(_event(ev.ADDED, "ok", "5"))
+    r.xadd(KEYS.stream, {"garbage": "1"})
+    r.xadd(KEYS.stream, {**good, "rv": "not-a-number"})  # type: ignore[dict-item]
+    r.xadd(KEYS.stream, good)  # type: ignore[arg-type]
+    for _ in range(3):
+        p.step()
+    dead = r.xrange(KEYS.dead_letter)
+    reasons = [f[b"dead_reason"].decode() for _, f in dead]
+    assert len(reasons) == 2
+    assert "missing field" in reasons[0]
+    assert "not comparable" in reasons[1]
+    assert all(b"dead_id" in f for _, f in dead)
+    assert r.exists(KEYS.state("job", "ns", "ok"))
+    assert r.xpending(KEYS.stream, "projector")["pending"] == 0
+
+
+def test_poison_entry_is_dead_lettered_after_max_deliveries(r: "redis.Redis") -> None:
+    p = _projector(r, max_deliveries=3, reclaim_idle_ms=100)
+    p.ensure_group()
+    entry_id = r.xadd(KEYS.stream, ev.to_fields(_event(ev.ADDED, "poison", "5")))  # type: ignore[arg-type]
+    # Delivered three times to consumers that died on it (each claim is a delivery).
+    r.xreadgroup("projector", "crashy-1", {KEYS.stream: ">"})
+    r.xclaim(KEYS.stream, "projector", "crashy-2", 0, [entry_id])
+    r.xclaim(KEYS.stream, "projector", "crashy-3", 0, [entry_id])
+    time.sleep(0.2)
+    p.reclaim()
+    (dead,) = r.xrange(KEYS.dead_letter)
+    assert dead[1][b"dead_reason"].startswith(b"poison: delivered")
+    assert dead[1][b"dead_id"] == entry_id
+    assert r.xpending(KEYS.stream, "projector")["pending"] == 0
+
+
+def test_reclaim_takes_over_a_dead_consumers_entries(r: "redis.Redis") -> None:
+    p = _projector(r, reclaim_idle_ms=100)
+    p.ensure_group()
+    for e in _history():
+        r.xadd(KEYS.stream, ev.to_fields(e))  # type: ignore[arg-type]
+    r.xreadgroup("projector", "dead-consumer", {KEYS.stream: ">"}, count=100)
+    assert r.xpending(KEYS.stream, "projector")["pending"] == len(_history())
+    time.sleep(0.2)
+    assert p.reclaim() == len(_history())
+    assert r.xpending(KEYS.stream, "projector")["pending"] == 0
+    assert r.smembers(KEYS.index("job")) == {b"ns:b", b"ns:c"}
+
+
+def test_trimmed_pending_entries_are_acked_and_counted(r: "redis.Redis") -> None:
+    p = _projector(r, reclaim_idle_ms=100)
+    p.ensure_group()
+    r.xadd(KEYS.stream, ev.to_fields(_event(ev.ADDED, "t", "5")))  # type: ignore[arg-type]
+    r.xreadgroup("projector", "dead-consumer", {KEYS.stream: ">"})
+    r.xtrim(KEYS.stream, maxlen=0)  # Redis 7 trims regardless of the group
+    time.sleep(0.2)
+    p.reclaim()
+    assert r.xpending(KEYS.stream, "projector")["pending"] == 0
+    assert sum(s.value for m in p.metrics.trimmed_pending.collect() for s in m.samples
+               if s.name.endswith("_total")) == 1
+
+
+def test_retention_never_trims_what_the_group_has_not_acked(r: "redis.Redis") -> None:
+    ids = [r.xadd(KEYS.stream, ev.to_fields(_event(ev.ADDED, f"o{i}", str(i + 1)))).decode()  # type: ignore[arg-type]
+           for i in range(10)]
+    time.sleep(0.01)
+    assert trim(r, KEYS.stream, "projector", retention_s=0) == 0  # no group yet: keep all
+    assert r.xlen(KEYS.stream) == 10
+    r.xgroup_create(KEYS.stream, "projector", id="0")
+    r.xreadgroup("projector", "c", {KEYS.stream: ">"}, count=4)  # 4 pending, 6 unread
+    assert safe_min_id(r, KEYS.stream, "projector", retention_s=0) == ids[0]
+    trim(r, KEYS.stream, "projector", retention_s=0)
+    assert r.xlen(KEYS.stream) == 10
+    r.xack(KEYS.stream, "projector", *ids[:4])
+    # Acked but the rest unread: keep from the last delivered entry on.
+    assert safe_min_id(r, KEYS.stream, "projector", retention_s=0) == ids[3]
+    # Retention longer than the stream's age wins over the group.
+    assert safe_min_id(r, KEYS.stream, "projector", retention_s=3600) < ids[0]
