@@ -177,9 +177,11 @@ class LocalCluster:
         if state is not None:
             for name in ("kube-controller-manager", "kube-apiserver", "etcd"):
                 proc = state.processes.get(name)
-                if proc is not None and alive(proc):
-                    stop(proc)
+                if proc is None:
+                    continue
+                if alive(proc):
                     stopped.append(f"{name} (pid {proc.pid})")
+                stop(proc)
             self._state_file.unlink(missing_ok=True)
         if purge and self.state_dir.exists():
             shutil.rmtree(self.state_dir)
@@ -294,6 +296,18 @@ class LocalCluster:
             args += ["-f", str(f)]
         self.kubectl(*args)
         self.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+        # Established is not served: each CRD's storage (and watch cache) still starts
+        # and answers 429 "storage is (re)initializing" until it has.
+        names = [f.stem.split("_", 1)[1] + "." + f.stem.split("_", 1)[0] for f in files]
+        deadline = time.monotonic() + 60
+        pending = set(names)
+        while pending and time.monotonic() < deadline:
+            result = self.kubectl("get", ",".join(sorted(pending)), "-A",
+                                  "--request-timeout=5s", check=False)
+            if result.returncode == 0:
+                return
+            time.sleep(0.2)
+        raise LocalClusterError(f"CRDs not served after 60s: {', '.join(sorted(pending))}")
 
     # ---- clients and probes ---------------------------------------------------------------
 

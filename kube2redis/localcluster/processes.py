@@ -9,6 +9,10 @@ from pathlib import Path
 
 import msgspec
 
+# Popen objects of the children this process started: kept so they are reaped
+# (and not reported as leaked) when stop() ends them.
+_children: dict[int, "subprocess.Popen[bytes]"] = {}
+
 
 class Process(msgspec.Struct):
     """A process we started: enough to tell it is still ours and to stop it."""
@@ -38,6 +42,7 @@ def start(name: str, argv: list[str], log_path: Path, port: int = 0) -> Process:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+    _children[proc.pid] = proc
     return Process(name=name, pid=proc.pid, argv=argv, log=str(log_path), port=port)
 
 
@@ -57,6 +62,7 @@ def alive(proc: Process) -> bool:
 def stop(proc: Process, timeout_s: float = 15.0) -> None:
     """SIGTERM, then SIGKILL after timeout_s; no-op if it is gone or no longer ours."""
     if not alive(proc):
+        _reap(proc.pid)
         return
     os.kill(proc.pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
@@ -70,7 +76,6 @@ def stop(proc: Process, timeout_s: float = 15.0) -> None:
 
 
 def _reap(pid: int) -> None:
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass  # not our child: its own parent (or init) reaps it
+    child = _children.pop(pid, None)
+    if child is not None:
+        child.wait(5)
