@@ -45,11 +45,11 @@ def load_configuration(kubeconfig: Path | None, context: str | None) -> Any:
     cfg = kclient.Configuration()
     try:
         if kubeconfig is None and _in_cluster():
-            kconfig.load_incluster_config(client_configuration=cfg)
+            kconfig.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
         else:
             if kubeconfig is not None and not kubeconfig.is_file():
                 raise ConfigError(f"--kubeconfig {str(kubeconfig)!r}: no such file")
-            kconfig.load_kube_config(
+            kconfig.load_kube_config(  # type: ignore[no-untyped-call]
                 config_file=str(kubeconfig) if kubeconfig else None,
                 context=context,
                 client_configuration=cfg,
@@ -128,7 +128,10 @@ class KubeClient:
             url = f"{url}?{urlencode(params)}"
         try:
             resp = self._pool.request(
-                method, url, body=body, headers=headers,
+                method,
+                url,
+                body=body,
+                headers=headers,
                 timeout=urllib3.Timeout(connect=self._connect_timeout, read=timeout),
             )
         except urllib3.exceptions.HTTPError as exc:

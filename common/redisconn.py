@@ -24,6 +24,11 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, ""))
 
 
+def text(value: object) -> str:
+    """A Redis reply value as str (redis-py types replies as bytes | str | int)."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def validate_url(url: str) -> str:
     """Raise ConfigError naming --redis-url if the URL cannot work."""
     parts = urlsplit(url)
@@ -73,4 +78,4 @@ def connect(
         options["password"] = password
     if url.startswith("rediss://") and ca_file is not None:
         options["ssl_ca_certs"] = str(ca_file)
-    return redis.Redis.from_url(url, **options)  # type: ignore[arg-type]
+    return redis.Redis.from_url(url, **options)

@@ -189,7 +189,7 @@ def _specs(resources: tuple[str, ...]) -> list[ResourceSpec]:
     help="Seconds of stream kept (never trims what the group has not acked).",
 )
 @option("--group", default="projector", show_default=True, help="Projector group to respect.")
-@option("--health-host", default="0.0.0.0", show_default=True)
+@option("--health-host", default="0.0.0.0", show_default=True)  # noqa: S104 - kubelet probes
 @option("--health-port", type=int, default=8080, show_default=True)
 @pass_settings
 def watch(
@@ -271,7 +271,7 @@ def watch(
     show_default=True,
     help="Where a new group starts: 0 builds the full state, $ only new events.",
 )
-@option("--health-host", default="0.0.0.0", show_default=True)
+@option("--health-host", default="0.0.0.0", show_default=True)  # noqa: S104 - kubelet probes
 @option("--health-port", type=int, default=8081, show_default=True)
 @pass_settings
 def project(
@@ -482,7 +482,7 @@ def get(settings: Settings, kind: str, name: str) -> None:
     stored = settings.redis().hgetall(settings.keys.state(kind.lower(), namespace, obj_name))
     if not stored:
         raise Kube2RedisError(f"no {kind.lower()} {name} in Redis")
-    click.echo(f"# resourceVersion {stored[b'rv'].decode()}", err=True)
+    click.echo(f"# resourceVersion {redisconn.text(stored[b'rv'])}", err=True)
     click.echo(json.dumps(json.loads(stored[b"object"]), indent=2))
 
 
@@ -567,8 +567,11 @@ def main() -> None:
     except redis.RedisError as exc:
         click.echo(f"kube2redis: error: redis: {exc}", err=True)
         sys.exit(1)
-    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, not a wall
+    except Exception as exc:
         log.debug("unexpected error", exc_info=True)
-        click.echo(f"kube2redis: error: {type(exc).__name__}: {exc} "
-                   "(--log-level debug shows the traceback)", err=True)
+        click.echo(
+            f"kube2redis: error: {type(exc).__name__}: {exc} "
+            "(--log-level debug shows the traceback)",
+            err=True,
+        )
         sys.exit(1)

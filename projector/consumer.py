@@ -13,6 +13,7 @@ import redis
 
 from common import events as ev
 from common.keys import Keys
+from common.redisconn import text
 from projector.metrics import ProjectorMetrics
 from projector.scripts import ApplySettings, Scripts
 
@@ -116,7 +117,7 @@ class Projector:
         started = time.perf_counter()
         pipe = self.r.pipeline(transaction=False)
         queued: list[tuple[str, ev.StreamEvent | None]] = []
-        dead: list[tuple[str, dict[bytes, bytes], str]] = []
+        dead: list[tuple[str, dict[Any, Any], str]] = []
         for raw_id, fields in entries:
             entry_id = raw_id.decode()
             if not fields:
@@ -135,16 +136,16 @@ class Projector:
             queued.append((entry_id, event))
         results = pipe.execute(raise_on_error=False) if queued else []
         now_ns = time.time_ns()
-        for (entry_id, event), result in zip(queued, results, strict=True):
-            if event is None:
+        for (entry_id, applied), result in zip(queued, results, strict=True):
+            if applied is None:
                 continue
             if isinstance(result, Exception):
-                dead.append((entry_id, dict(ev.to_fields(event)), f"apply failed: {result}"))  # type: ignore[arg-type]
+                dead.append((entry_id, dict(ev.to_fields(applied)), f"apply failed: {result}"))
                 continue
             outcome = result.decode() if isinstance(result, bytes) else "relist"
             self.metrics.results.labels(outcome).inc()
-            if not event.is_marker:
-                self.metrics.latency.observe(max(0, now_ns - event.received_ns) / 1e9)
+            if not applied.is_marker:
+                self.metrics.latency.observe(max(0, now_ns - applied.received_ns) / 1e9)
         if dead:
             self.dead_letter(dead)
         self.metrics.events_in.inc(len(entries))
@@ -193,14 +194,16 @@ class Projector:
             )
         except redis.ResponseError:
             return 0  # no group yet
-        poison = [p for p in pending if p["times_delivered"] >= s.max_deliveries]
+        poison = [p for p in pending if int(p["times_delivered"]) >= s.max_deliveries]
         if poison:
-            dead = []
+            dead: list[tuple[str, dict[Any, Any], str]] = []
             for p in poison:
-                entry_id = p["message_id"].decode()
+                entry_id = text(p["message_id"])
                 rows = self.r.xrange(stream, entry_id, entry_id)
-                fields = rows[0][1] if rows else {}
-                dead.append((entry_id, fields, f"poison: delivered {p['times_delivered']} times"))
+                fields = dict(rows[0][1] or {}) if rows else {}
+                dead.append(
+                    (entry_id, fields, f"poison: delivered {text(p['times_delivered'])} times")
+                )
             self.dead_letter(dead)
         if len(pending) == len(poison):
             return 0

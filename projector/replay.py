@@ -7,6 +7,7 @@ import msgspec
 import redis
 
 from common.keys import Keys
+from common.redisconn import text
 from projector.consumer import ConsumerSettings, Projector
 from projector.metrics import ProjectorMetrics
 
@@ -56,12 +57,12 @@ def replay(
         rows = r.xrange(keys.stream, min=cursor, max=end, count=CHUNK)
         if not rows:
             break
-        total += applier.apply(rows)
+        total += applier.apply(rows)  # type: ignore[arg-type]
         if on_progress:
             on_progress(len(rows))
         if len(rows) < CHUNK:
             break
-        cursor = "(" + rows[-1][0].decode()
+        cursor = "(" + text(rows[-1][0])
     results = {
         s.labels["result"]: s.value
         for metric in metrics.results.collect()

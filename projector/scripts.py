@@ -48,7 +48,7 @@ class Scripts:
             k.relist_members(event.kind, ""),
             k.stream,
         ]
-        args = [
+        args: list[str | bytes | int] = [
             event.type,
             event.rv,
             event.object,

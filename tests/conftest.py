@@ -31,6 +31,7 @@ def _unavailable(what: str) -> None:
 
 # ---- Redis ---------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     """A fresh local redis-server the test may kill and restart."""
@@ -70,6 +71,7 @@ def r(redis_url: str) -> "redis.Redis":
 
 
 # ---- Kubernetes ----------------------------------------------------------------------------
+
 
 def _kubectl_path() -> str:
     found = shutil.which("kubectl")
@@ -130,6 +132,7 @@ def namespace(kube: Kube) -> Iterator[str]:
 
 
 # ---- kube2redis processes ------------------------------------------------------------------
+
 
 @pytest.fixture
 def procs(tmp_path: Path) -> Iterator["ProcFactory"]:

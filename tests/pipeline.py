@@ -19,16 +19,31 @@ def env(redis_url: str, kube: Kube) -> dict[str, str]:
     return {"KUBE2REDIS_REDIS_URL": redis_url, "KUBE2REDIS_KUBECONFIG": str(kube.kubeconfig)}
 
 
-def start_watcher(factory: object, redis_url: str, kube: Kube, namespace: str,
-                  spool_dir: Path, *extra: str) -> Proc:
-    return factory.start("watcher", [  # type: ignore[attr-defined,no-any-return]
-        "watch", "--namespace", namespace, "--resource", JOBS_RESOURCE,
-        "--spool-dir", str(spool_dir), *extra], env(redis_url, kube))
+def start_watcher(
+    factory: object, redis_url: str, kube: Kube, namespace: str, spool_dir: Path, *extra: str
+) -> Proc:
+    return factory.start(
+        "watcher",
+        [  # type: ignore[attr-defined,no-any-return]
+            "watch",
+            "--namespace",
+            namespace,
+            "--resource",
+            JOBS_RESOURCE,
+            "--spool-dir",
+            str(spool_dir),
+            *extra,
+        ],
+        env(redis_url, kube),
+    )
 
 
 def start_projector(factory: object, redis_url: str, kube: Kube, *extra: str) -> Proc:
-    return factory.start("projector", ["project", *extra],  # type: ignore[attr-defined,no-any-return]
-                         env(redis_url, kube))
+    return factory.start(
+        "projector",
+        ["project", *extra],  # type: ignore[attr-defined,no-any-return]
+        env(redis_url, kube),
+    )
 
 
 def stream_versions(r: "redis.Redis", namespace: str) -> dict[str, list[tuple[str, str]]]:
@@ -48,31 +63,54 @@ def assert_order_per_object(versions: dict[str, list[tuple[str, str]]]) -> None:
         assert rvs == sorted(rvs), f"out of order for {uid}: {events}"
 
 
-def missing_versions(r: "redis.Redis", namespace: str, written: dict[str, list[str]]
-                     ) -> list[tuple[str, str]]:
+def missing_versions(
+    r: "redis.Redis", namespace: str, written: dict[str, list[str]]
+) -> list[tuple[str, str]]:
     """(uid, rv) the API server answered a write with but the stream lacks."""
     seen = stream_versions(r, namespace)
-    return [(uid, rv) for uid, rvs in written.items() for rv in rvs
-            if rv not in {v for _, v in seen.get(uid, [])}]
+    return [
+        (uid, rv)
+        for uid, rvs in written.items()
+        for rv in rvs
+        if rv not in {v for _, v in seen.get(uid, [])}
+    ]
 
 
 def verify(redis_url: str, kube: Kube, namespace: str, retries: int = 10) -> tuple[int, str]:
-    result = procs.run(["verify", "--namespace", namespace, "--resource", JOBS_RESOURCE,
-                        "--retries", str(retries), "--json"], env(redis_url, kube))
+    result = procs.run(
+        [
+            "verify",
+            "--namespace",
+            namespace,
+            "--resource",
+            JOBS_RESOURCE,
+            "--retries",
+            str(retries),
+            "--json",
+        ],
+        env(redis_url, kube),
+    )
     return result.returncode, result.stdout + result.stderr
 
 
 def wait_verified(redis_url: str, kube: Kube, namespace: str, timeout_s: float = 90) -> None:
-    wait_until(lambda: verify(redis_url, kube, namespace, retries=0)[0] == 0, timeout_s,
-               f"verify clean for {namespace}", interval_s=1.0)
+    wait_until(
+        lambda: verify(redis_url, kube, namespace, retries=0)[0] == 0,
+        timeout_s,
+        f"verify clean for {namespace}",
+        interval_s=1.0,
+    )
 
 
 def metric(proc: Proc, name: str) -> float:
     """Sum of a metric's samples from the process's /metrics."""
     status, body = proc.http("/metrics")
     assert status == 200, body
-    return sum(float(line.rsplit(" ", 1)[1]) for line in body.splitlines()
-               if line.startswith(name) and not line.startswith("#"))
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in body.splitlines()
+        if line.startswith(name) and not line.startswith("#")
+    )
 
 
 def stored_object(r: "redis.Redis", kind: str, namespace: str, name: str) -> object:

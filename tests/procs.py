@@ -20,12 +20,17 @@ class Proc:
     def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None) -> None:
         self.args, self.log = args, log
         self.health_port = free_port()
-        full_env = {**os.environ, "KUBE2REDIS_HEALTH_PORT": str(self.health_port),
-                    "KUBE2REDIS_HEALTH_HOST": "127.0.0.1", "KUBE2REDIS_LOG_FORMAT": "text",
-                    **(env or {})}
+        full_env = {
+            **os.environ,
+            "KUBE2REDIS_HEALTH_PORT": str(self.health_port),
+            "KUBE2REDIS_HEALTH_HOST": "127.0.0.1",
+            "KUBE2REDIS_LOG_FORMAT": "text",
+            **(env or {}),
+        }
         with log.open("ab") as out:
-            self.proc = subprocess.Popen([*KUBE2REDIS, *args], stdout=out,
-                                         stderr=subprocess.STDOUT, env=full_env)
+            self.proc = subprocess.Popen(
+                [*KUBE2REDIS, *args], stdout=out, stderr=subprocess.STDOUT, env=full_env
+            )
 
     @property
     def pid(self) -> int:
@@ -36,7 +41,7 @@ class Proc:
 
     def http(self, path: str) -> tuple[int, str]:
         try:
-            with urllib.request.urlopen(  # noqa: S310
+            with urllib.request.urlopen(
                 f"http://127.0.0.1:{self.health_port}{path}", timeout=2
             ) as resp:
                 return resp.status, resp.read().decode()
@@ -70,12 +75,20 @@ class Proc:
             if self.http("/readyz")[0] == 200:
                 return
             time.sleep(0.1)
-        raise AssertionError(f"not ready after {timeout_s}s: {self.http('/readyz')}\n"
-                             f"{self.text()[-3000:]}")
+        raise AssertionError(
+            f"not ready after {timeout_s}s: {self.http('/readyz')}\n{self.text()[-3000:]}"
+        )
 
 
-def run(args: list[str], env: dict[str, str] | None = None, timeout_s: float = 120
-        ) -> subprocess.CompletedProcess[str]:
+def run(
+    args: list[str], env: dict[str, str] | None = None, timeout_s: float = 120
+) -> subprocess.CompletedProcess[str]:
     """Run a short kube2redis command to completion."""
-    return subprocess.run([*KUBE2REDIS, *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=timeout_s, check=False)
+    return subprocess.run(
+        [*KUBE2REDIS, *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=timeout_s,
+        check=False,
+    )

@@ -3,6 +3,7 @@
 Everything started here is stopped by pid, never by name.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -42,10 +43,24 @@ class RedisServer:
         assert REDIS_SERVER, "redis-server is not installed"
         self.port = self.port or free_port()
         args = [
-            REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
-            "--dir", str(self.directory), "--save", "", "--appendonly", "yes",
-            "--appendfsync", "always", "--daemonize", "no",
-            "--logfile", str(self.directory / "redis.log"), *self.extra_args,
+            REDIS_SERVER,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.directory),
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--daemonize",
+            "no",
+            "--logfile",
+            str(self.directory / "redis.log"),
+            *self.extra_args,
         ]
         if self.password:
             args += ["--requirepass", self.password]
@@ -95,11 +110,16 @@ class Kube:
         """New connections (after an API server restart)."""
         self.client = KubeClient(load_configuration(self.kubeconfig, None))
 
-    def kubectl(self, *args: str, check: bool = True, stdin: str | None = None
-                ) -> subprocess.CompletedProcess[str]:
+    def kubectl(
+        self, *args: str, check: bool = True, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             [self.kubectl_bin, f"--kubeconfig={self.kubeconfig}", *args],
-            capture_output=True, text=True, check=False, timeout=120, input=stdin,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+            input=stdin,
         )
         if check and result.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed: {result.stderr}")
@@ -107,15 +127,14 @@ class Kube:
 
     def create_namespace(self) -> str:
         name = f"t-{uuid.uuid4().hex[:8]}"
-        self.client.call("POST", "/api/v1/namespaces",
-                         json.dumps({"metadata": {"name": name}}).encode())
+        self.client.call(
+            "POST", "/api/v1/namespaces", json.dumps({"metadata": {"name": name}}).encode()
+        )
         return name
 
     def delete_namespace(self, name: str) -> None:
-        try:
+        with contextlib.suppress(KubeError):
             self.client.call("DELETE", f"/api/v1/namespaces/{name}")
-        except KubeError:
-            pass
 
 
 JOBS = "/apis/batch.volcano.sh/v1alpha1/namespaces/{ns}/jobs"
@@ -128,21 +147,34 @@ def vcjob(name: str, namespace: str, replicas: int = 1, payload: str = "") -> di
     return {
         "apiVersion": "batch.volcano.sh/v1alpha1",
         "kind": "Job",
-        "metadata": {"name": name, "namespace": namespace, "labels": labels,
-                     "annotations": annotations},
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": labels,
+            "annotations": annotations,
+        },
         "spec": {
             "schedulerName": "volcano",
             "queue": "default",
             "minAvailable": replicas,
-            "tasks": [{
-                "name": "worker",
-                "replicas": replicas,
-                "template": {"spec": {
-                    "restartPolicy": "Never",
-                    "containers": [{"name": "main", "image": "busybox",
-                                    "command": ["sh", "-c", "echo done"]}],
-                }},
-            }],
+            "tasks": [
+                {
+                    "name": "worker",
+                    "replicas": replicas,
+                    "template": {
+                        "spec": {
+                            "restartPolicy": "Never",
+                            "containers": [
+                                {
+                                    "name": "main",
+                                    "image": "busybox",
+                                    "command": ["sh", "-c", "echo done"],
+                                }
+                            ],
+                        }
+                    },
+                }
+            ],
         },
     }
 
@@ -170,14 +202,22 @@ class Jobs:
 
     def label(self, name: str, value: str) -> dict[str, Any]:
         patch = json.dumps({"metadata": {"labels": {"step": value}}}).encode()
-        return self._record(self.kube.client.call(
-            "PATCH", f"{self.path}/{name}", patch, content_type="application/merge-patch+json"))
+        return self._record(
+            self.kube.client.call(
+                "PATCH", f"{self.path}/{name}", patch, content_type="application/merge-patch+json"
+            )
+        )
 
     def set_phase(self, name: str, phase: str) -> dict[str, Any]:
         patch = json.dumps({"status": {"state": {"phase": phase}}}).encode()
-        return self._record(self.kube.client.call(
-            "PATCH", f"{self.path}/{name}/status", patch,
-            content_type="application/merge-patch+json"))
+        return self._record(
+            self.kube.client.call(
+                "PATCH",
+                f"{self.path}/{name}/status",
+                patch,
+                content_type="application/merge-patch+json",
+            )
+        )
 
     def delete(self, name: str) -> None:
         self.kube.client.call("DELETE", f"{self.path}/{name}")

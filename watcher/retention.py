@@ -18,7 +18,7 @@ def safe_min_id(r: "redis.Redis", stream: str, group: str, retention_s: float) -
     acknowledged or not yet read. None while the group does not exist, since a
     group created later from 0 must still find every entry."""
     groups = {g["name"]: g for g in r.xinfo_groups(stream)}
-    info = groups.get(group.encode()) or groups.get(group)  # type: ignore[call-overload]
+    info = groups.get(group.encode()) or groups.get(group)
     if info is None:
         return None
     candidates = [f"{int((time.time() - retention_s) * 1000)}-0"]

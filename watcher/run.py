@@ -55,8 +55,11 @@ def run(config: WatcherConfig, kube: KubeClient, r: "redis.Redis", keys: Keys) -
             for f in reflectors
             if not f.api_ok
         ]
-        if not writer.redis_up and spool.bytes > config.spool_ready_threshold * spool.max_bytes:
-            reasons.append(f"redis unreachable and spool at {spool.bytes} bytes")
+        if (
+            not writer.redis_up
+            and spool.size_bytes > config.spool_ready_threshold * spool.max_bytes
+        ):
+            reasons.append(f"redis unreachable and spool at {spool.size_bytes} bytes")
         elif writer.overflow.is_set():
             reasons.append("spool full: watches paused until Redis is back")
         return (not reasons, "; ".join(reasons) if reasons else "ok")

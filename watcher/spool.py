@@ -225,7 +225,7 @@ class Spool:
     # ---- reading --------------------------------------------------------------------------
 
     @property
-    def bytes(self) -> int:
+    def size_bytes(self) -> int:
         return self._bytes
 
     def __len__(self) -> int:

@@ -21,6 +21,7 @@ import redis
 from common import rv as rvs
 from common.events import StreamEvent, to_fields
 from common.keys import Keys
+from common.redisconn import text
 from watcher.metrics import WatcherMetrics
 from watcher.retention import trim
 from watcher.spool import Spool, SpoolFullError
@@ -89,7 +90,7 @@ class StreamWriter:
         checkpoints: dict[str, str] = {}
         try:
             raw = self._r.hgetall(self._keys.checkpoints)
-            checkpoints = {k.decode(): v.decode() for k, v in raw.items()}
+            checkpoints = {text(k): text(v) for k, v in raw.items()}
             self._set_up(True)
         except redis.RedisError as exc:
             log.warning("redis unreachable at start, spooling: %s", exc)
@@ -164,7 +165,7 @@ class StreamWriter:
             self._spool.append(_encode_batch(SpoolBatch(entries, checkpoints)))
             self._metrics.spooled.inc(len(entries))
         except SpoolFullError as exc:
-            log.error("spool full, stop reading watches until Redis is back: %s", exc)
+            log.error("spool full, stop reading watches until Redis is back: %s", exc)  # noqa: TRY400 - expected state, no traceback
             self.overflow.set()
             self._metrics.dropped.inc(len(entries))
         self._update_spool_gauges()
@@ -238,7 +239,7 @@ class StreamWriter:
     def _publish_status(self) -> None:
         status = {
             "pid": os.getpid(),
-            "spool_bytes": self._spool.bytes,
+            "spool_bytes": self._spool.size_bytes,
             "spool_records": len(self._spool),
             "spool_dir": str(self._spool.directory),
             "last_event_ns": self._last_event_ns,
@@ -259,5 +260,5 @@ class StreamWriter:
         self._metrics.redis_up.set(1 if up else 0)
 
     def _update_spool_gauges(self) -> None:
-        self._metrics.spool_bytes.set(self._spool.bytes)
+        self._metrics.spool_bytes.set(self._spool.size_bytes)
         self._metrics.spool_records.set(len(self._spool))

@@ -302,8 +302,9 @@ class LocalCluster:
         deadline = time.monotonic() + 60
         pending = set(names)
         while pending and time.monotonic() < deadline:
-            result = self.kubectl("get", ",".join(sorted(pending)), "-A",
-                                  "--request-timeout=5s", check=False)
+            result = self.kubectl(
+                "get", ",".join(sorted(pending)), "-A", "--request-timeout=5s", check=False
+            )
             if result.returncode == 0:
                 return
             time.sleep(0.2)

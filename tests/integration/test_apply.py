@@ -16,21 +16,37 @@ KEYS = Keys()
 
 
 def _obj(name: str, rv: str, phase: str = "Pending") -> bytes:
-    return (f'{{"kind":"Job","metadata":{{"name":"{name}","namespace":"ns",'
-            f'"resourceVersion":"{rv}"}},"status":{{"state":{{"phase":"{phase}"}}}}}}').encode()
+    return (
+        f'{{"kind":"Job","metadata":{{"name":"{name}","namespace":"ns",'
+        f'"resourceVersion":"{rv}"}},"status":{{"state":{{"phase":"{phase}"}}}}}}'
+    ).encode()
 
 
 def _event(kind: str, name: str, rv: str, **extra: Any) -> ev.StreamEvent:
-    return ev.StreamEvent(type=kind, resource="jobs.batch.volcano.sh", kind="job",
-                          namespace="ns", name=name, uid=f"uid-{name}", rv=rv,
-                          object=b"" if kind == ev.DELETED else _obj(name, rv),
-                          received_ns=time.time_ns(), **extra)
+    return ev.StreamEvent(
+        type=kind,
+        resource="jobs.batch.volcano.sh",
+        kind="job",
+        namespace="ns",
+        name=name,
+        uid=f"uid-{name}",
+        rv=rv,
+        object=b"" if kind == ev.DELETED else _obj(name, rv),
+        received_ns=time.time_ns(),
+        **extra,
+    )
 
 
 def _relist_end(rv: str, members: list[str], namespace: str = "ns") -> ev.StreamEvent:
-    return ev.StreamEvent(type=ev.RELIST_END, resource="jobs.batch.volcano.sh", kind="job",
-                          namespace=namespace, rv=rv, received_ns=time.time_ns(),
-                          members=ev.encode_members(members))
+    return ev.StreamEvent(
+        type=ev.RELIST_END,
+        resource="jobs.batch.volcano.sh",
+        kind="job",
+        namespace=namespace,
+        rv=rv,
+        received_ns=time.time_ns(),
+        members=ev.encode_members(members),
+    )
 
 
 def _history() -> list[ev.StreamEvent]:
@@ -58,8 +74,16 @@ def _projector(r: "redis.Redis", **settings: Any) -> Projector:
 def _apply(r: "redis.Redis", events: list[ev.StreamEvent]) -> None:
     """Append to the stream and apply as the replay path does (entry by entry order)."""
     ids = [r.xadd(KEYS.stream, ev.to_fields(e)) for e in events]  # type: ignore[arg-type]
-    rows = [(i, {k.encode(): v if isinstance(v, bytes) else str(v).encode()
-                 for k, v in ev.to_fields(e).items()}) for i, e in zip(ids, events, strict=True)]
+    rows = [
+        (
+            i,
+            {
+                k.encode(): v if isinstance(v, bytes) else str(v).encode()
+                for k, v in ev.to_fields(e).items()
+            },
+        )
+        for i, e in zip(ids, events, strict=True)
+    ]
     _projector(r, group="").apply(rows)  # type: ignore[arg-type]
 
 
@@ -99,30 +123,59 @@ def test_twice_shuffled_and_duplicated_give_the_same_state(r: "redis.Redis") -> 
 
 def test_stale_events_and_tombstones_count_as_such(r: "redis.Redis") -> None:
     p = _projector(r, group="")
-    events = [_event(ev.ADDED, "x", "20"), _event(ev.MODIFIED, "x", "19"),
-              _event(ev.DELETED, "x", "25"), _event(ev.MODIFIED, "x", "22")]
-    rows = [(str(i).encode() + b"-0", {k.encode(): v if isinstance(v, bytes) else
-                                        str(v).encode() for k, v in ev.to_fields(e).items()})
-            for i, e in enumerate(events, start=1)]
+    events = [
+        _event(ev.ADDED, "x", "20"),
+        _event(ev.MODIFIED, "x", "19"),
+        _event(ev.DELETED, "x", "25"),
+        _event(ev.MODIFIED, "x", "22"),
+    ]
+    rows = [
+        (
+            str(i).encode() + b"-0",
+            {
+                k.encode(): v if isinstance(v, bytes) else str(v).encode()
+                for k, v in ev.to_fields(e).items()
+            },
+        )
+        for i, e in enumerate(events, start=1)
+    ]
     p.apply(rows)  # type: ignore[arg-type]
-    results = {s.labels["result"]: s.value for m in p.metrics.results.collect()
-               for s in m.samples if s.name.endswith("_total")}
+    results = {
+        s.labels["result"]: s.value
+        for m in p.metrics.results.collect()
+        for s in m.samples
+        if s.name.endswith("_total")
+    }
     assert results == {"applied": 2.0, "stale": 1.0, "tombstoned": 1.0}
     assert not r.exists(KEYS.state("job", "ns", "x"))
 
 
 def test_relist_deletes_what_vanished_but_keeps_newer_objects(r: "redis.Redis") -> None:
-    _apply(r, [_event(ev.ADDED, "old", "10"), _event(ev.ADDED, "kept", "11"),
-               _event(ev.ADDED, "newer", "30")])
+    _apply(
+        r,
+        [
+            _event(ev.ADDED, "old", "10"),
+            _event(ev.ADDED, "kept", "11"),
+            _event(ev.ADDED, "newer", "30"),
+        ],
+    )
     _apply(r, [_relist_end("20", ["ns:kept"])])
     assert r.smembers(KEYS.index("job")) == {b"ns:kept", b"ns:newer"}
     assert r.get(KEYS.tombstone("job", "ns", "old")) == b"20"
 
 
 def test_relist_scope_leaves_other_namespaces_alone(r: "redis.Redis") -> None:
-    other = ev.StreamEvent(type=ev.ADDED, resource="jobs.batch.volcano.sh", kind="job",
-                           namespace="other", name="z", uid="u", rv="5",
-                           object=_obj("z", "5"), received_ns=1)
+    other = ev.StreamEvent(
+        type=ev.ADDED,
+        resource="jobs.batch.volcano.sh",
+        kind="job",
+        namespace="other",
+        name="z",
+        uid="u",
+        rv="5",
+        object=_obj("z", "5"),
+        received_ns=1,
+    )
     _apply(r, [other, _event(ev.ADDED, "gone", "6")])
     _apply(r, [_relist_end("20", [], namespace="ns")])
     assert r.smembers(KEYS.index("job")) == {b"other:z"}
@@ -151,10 +204,14 @@ def test_change_feed_has_one_entry_per_applied_change(r: "redis.Redis") -> None:
     feed = r.xrange(KEYS.changes)
     changes = [(f[b"key"].decode(), f[b"type"].decode(), f[b"rv"].decode()) for _, f in feed]
     assert changes == [
-        ("k8s:job:ns:a", "ADDED", "10"), ("k8s:job:ns:b", "ADDED", "11"),
-        ("k8s:job:ns:a", "MODIFIED", "12"), ("k8s:job:ns:c", "ADDED", "13"),
-        ("k8s:job:ns:b", "DELETED", "14"), ("k8s:job:ns:c", "MODIFIED", "15"),
-        ("k8s:job:ns:b", "ADDED", "16"), ("k8s:job:ns:a", "DELETED", "17"),
+        ("k8s:job:ns:a", "ADDED", "10"),
+        ("k8s:job:ns:b", "ADDED", "11"),
+        ("k8s:job:ns:a", "MODIFIED", "12"),
+        ("k8s:job:ns:c", "ADDED", "13"),
+        ("k8s:job:ns:b", "DELETED", "14"),
+        ("k8s:job:ns:c", "MODIFIED", "15"),
+        ("k8s:job:ns:b", "ADDED", "16"),
+        ("k8s:job:ns:a", "DELETED", "17"),
         ("k8s:job:ns:c", "MODIFIED", "19"),
     ]
     assert {f[b"phase"] for _, f in feed if f[b"type"] != b"DELETED"} == {b"Pending"}
@@ -219,13 +276,22 @@ def test_trimmed_pending_entries_are_acked_and_counted(r: "redis.Redis") -> None
     time.sleep(0.2)
     p.reclaim()
     assert r.xpending(KEYS.stream, "projector")["pending"] == 0
-    assert sum(s.value for m in p.metrics.trimmed_pending.collect() for s in m.samples
-               if s.name.endswith("_total")) == 1
+    assert (
+        sum(
+            s.value
+            for m in p.metrics.trimmed_pending.collect()
+            for s in m.samples
+            if s.name.endswith("_total")
+        )
+        == 1
+    )
 
 
 def test_retention_never_trims_what_the_group_has_not_acked(r: "redis.Redis") -> None:
-    ids = [r.xadd(KEYS.stream, ev.to_fields(_event(ev.ADDED, f"o{i}", str(i + 1)))).decode()  # type: ignore[arg-type]
-           for i in range(10)]
+    ids = [
+        r.xadd(KEYS.stream, ev.to_fields(_event(ev.ADDED, f"o{i}", str(i + 1)))).decode()  # type: ignore[arg-type]
+        for i in range(10)
+    ]
     time.sleep(0.01)
     assert trim(r, KEYS.stream, "projector", retention_s=0) == 0  # no group yet: keep all
     assert r.xlen(KEYS.stream) == 10

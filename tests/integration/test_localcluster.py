@@ -1,6 +1,9 @@
 """The local control plane: real etcd + kube-apiserver with the Volcano CRDs."""
 
+import itertools
 import json
+import os
+import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,8 +22,7 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "manual" / "simple-
 
 
 @pytest.fixture(scope="module")
-def etcd_cluster(kube: Kube, tmp_path_factory: pytest.TempPathFactory
-                 ) -> Iterator[LocalCluster]:
+def etcd_cluster(kube: Kube, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     """A second control plane without the watch cache: every watch goes to etcd, so a
     compaction means 410 at once and a restart keeps old resourceVersions watchable."""
     if kube.cluster is None:
@@ -35,11 +37,13 @@ def _client(cluster: LocalCluster) -> KubeClient:
     return KubeClient(load_configuration(cluster.kubeconfig, None))
 
 
-def _events(client: KubeClient, path: str, rv: str, count: int, timeout_s: int = 20
-            ) -> list[tuple[str, str]]:
+def _events(
+    client: KubeClient, path: str, rv: str, count: int, timeout_s: int = 20
+) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
-    for line in client.watch(path, {"resourceVersion": rv, "timeoutSeconds": str(timeout_s)},
-                             read_timeout=timeout_s + 5):
+    for line in client.watch(
+        path, {"resourceVersion": rv, "timeoutSeconds": str(timeout_s)}, read_timeout=timeout_s + 5
+    ):
         if not line:
             continue
         event = decode_watch_line(line)
@@ -60,14 +64,17 @@ def test_volcano_job_lifecycle_is_watchable_in_rv_order(kube: Kube, namespace: s
     watcher = threading.Thread(target=lambda: seen.extend(_events(client, path, start_rv, 3)))
     watcher.start()
     client.call("POST", path, json.dumps(vcjob("lifecycle", namespace)).encode())
-    client.call("PATCH", f"{path}/lifecycle/status",
-                json.dumps({"status": {"state": {"phase": "Running"}}}).encode(),
-                content_type="application/merge-patch+json")
+    client.call(
+        "PATCH",
+        f"{path}/lifecycle/status",
+        json.dumps({"status": {"state": {"phase": "Running"}}}).encode(),
+        content_type="application/merge-patch+json",
+    )
     client.call("DELETE", f"{path}/lifecycle")
     watcher.join(30)
     assert [t for t, _ in seen] == ["ADDED", "MODIFIED", "DELETED"]
     versions = [v for _, v in seen]
-    assert all(rvs.newer(b, a) for a, b in zip(versions, versions[1:], strict=False))
+    assert all(rvs.newer(b, a) for a, b in itertools.pairwise(versions))
 
 
 def test_compaction_makes_an_old_watch_gone(etcd_cluster: LocalCluster) -> None:
@@ -96,8 +103,9 @@ def test_apiserver_restart_ends_the_watch_and_the_last_rv_resumes(
 
     def watch() -> None:
         try:
-            for _ in client.watch(path, {"resourceVersion": last_rv, "timeoutSeconds": "120"},
-                                  read_timeout=130):
+            for _ in client.watch(
+                path, {"resourceVersion": last_rv, "timeoutSeconds": "120"}, read_timeout=130
+            ):
                 pass
         except KubeError as exc:
             errors.append(exc)
@@ -125,9 +133,14 @@ def test_kubectl_works_against_it(kube: Kube) -> None:
 
 def test_every_volcano_crd_is_installed(kube: Kube) -> None:
     names = kube.kubectl("get", "crd", "-o", "name").stdout.split()
-    for crd in ("jobs.batch.volcano.sh", "podgroups.scheduling.volcano.sh",
-                "queues.scheduling.volcano.sh", "jobflows.flow.volcano.sh",
-                "jobtemplates.flow.volcano.sh", "commands.bus.volcano.sh"):
+    for crd in (
+        "jobs.batch.volcano.sh",
+        "podgroups.scheduling.volcano.sh",
+        "queues.scheduling.volcano.sh",
+        "jobflows.flow.volcano.sh",
+        "jobtemplates.flow.volcano.sh",
+        "commands.bus.volcano.sh",
+    ):
         assert f"customresourcedefinition.apiextensions.k8s.io/{crd}" in names
 
 
@@ -144,9 +157,6 @@ def test_cli_up_is_idempotent_and_recovers_from_a_killed_component(
     loaded = etcd_cluster.load_state()
     assert loaded is not None
     victim = loaded.processes["kube-controller-manager"]
-    import os
-    import signal
-
     os.kill(victim.pid, signal.SIGKILL)
     wait_until(lambda: not alive(victim), 10, "the killed controller-manager to be gone")
     assert procs.run([*state, "status"]).returncode == 1

@@ -26,8 +26,15 @@ def _state(r: "redis.Redis", namespace: str) -> dict[bytes, dict[bytes, bytes]]:
     return {k: r.hgetall(k) for k in r.scan_iter(match=f"k8s:job:{namespace}:*")}
 
 
-def _populate(kube: Kube, namespace: str, redis_url: str, procs: object, tmp_path: Path,
-              count: int, payload: str = "") -> Jobs:
+def _populate(
+    kube: Kube,
+    namespace: str,
+    redis_url: str,
+    procs: object,
+    tmp_path: Path,
+    count: int,
+    payload: str = "",
+) -> Jobs:
     """Jobs created, updated, some deleted; all in the stream (no projector yet)."""
     watcher = start_watcher(procs, redis_url, kube, namespace, tmp_path / "spool")
     watcher.wait_ready()
@@ -63,8 +70,9 @@ def test_sigkilled_projector_leaves_pending_entries_that_another_reclaims(
                 r.delete(key)
 
     for _attempt in range(20):
-        victim = start_projector(procs, redis_url, kube, "--batch-size", "2000",
-                                 "--consumer", "victim")
+        victim = start_projector(
+            procs, redis_url, kube, "--batch-size", "2000", "--consumer", "victim"
+        )
         # Freeze it the moment it holds entries it has read but not applied, then kill it.
         try:
             wait_until(holding, 20, "the victim to hold pending entries", interval_s=0.001)
@@ -77,8 +85,9 @@ def test_sigkilled_projector_leaves_pending_entries_that_another_reclaims(
         reset()
     pending = r.xpending(KEYS.stream, "projector")
     assert pending["pending"] > 0, "could not catch the victim holding entries"
-    rescuer = start_projector(procs, redis_url, kube, "--reclaim-idle-ms", "500",
-                              "--consumer", "rescuer")
+    rescuer = start_projector(
+        procs, redis_url, kube, "--reclaim-idle-ms", "500", "--consumer", "rescuer"
+    )
     rescuer.wait_ready()
     wait_verified(redis_url, kube, namespace)
     wait_until(lambda: r.xpending(KEYS.stream, "projector")["pending"] == 0, 30, "no pending")
@@ -86,22 +95,31 @@ def test_sigkilled_projector_leaves_pending_entries_that_another_reclaims(
 
 
 def test_three_projectors_killed_at_random_during_churn_and_a_relist(
-    kube: Kube, namespace: str, redis_url: str, procs: object, tmp_path: Path,
+    kube: Kube,
+    namespace: str,
+    redis_url: str,
+    procs: object,
+    tmp_path: Path,
     local_cluster: object,
 ) -> None:
     watcher = start_watcher(procs, redis_url, kube, namespace, tmp_path / "spool")
     watcher.wait_ready()
-    fleet = [start_projector(procs, redis_url, kube, "--reclaim-idle-ms", "1000",
-                             "--batch-size", "50") for _ in range(3)]
+    fleet = [
+        start_projector(procs, redis_url, kube, "--reclaim-idle-ms", "1000", "--batch-size", "50")
+        for _ in range(3)
+    ]
     jobs = Jobs(kube, namespace)
     done = threading.Event()
 
     def churn() -> None:
         """2,000 changes: creates, two updates each, deletes; retried across the restart."""
         names = [f"c-{i}" for i in range(500)]
-        plan = ([(jobs.create, n) for n in names] + [(lambda n: jobs.label(n, "a"), n)
-                for n in names] + [(lambda n: jobs.label(n, "b"), n) for n in names]
-                + [(jobs.delete, n) for n in names[::1]])
+        plan = (
+            [(jobs.create, n) for n in names]
+            + [(lambda n: jobs.label(n, "a"), n) for n in names]
+            + [(lambda n: jobs.label(n, "b"), n) for n in names]
+            + [(jobs.delete, n) for n in names[::1]]
+        )
         for action, name in plan:
             for _ in range(100):
                 try:
@@ -124,8 +142,9 @@ def test_three_projectors_killed_at_random_during_churn_and_a_relist(
         victim = rng.randrange(len(fleet))
         fleet[victim].kill9()
         kills += 1
-        fleet[victim] = start_projector(procs, redis_url, kube, "--reclaim-idle-ms", "1000",
-                                        "--batch-size", "50")
+        fleet[victim] = start_projector(
+            procs, redis_url, kube, "--reclaim-idle-ms", "1000", "--batch-size", "50"
+        )
         if not restarted and len(jobs.rvs) > 300:
             # Forces a 410 and a relist in the middle of the churn.
             local_cluster.restart_apiserver()  # type: ignore[attr-defined]

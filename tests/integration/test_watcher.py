@@ -23,8 +23,9 @@ from tests.pipeline import (
 from tests.servers import Jobs, Kube, RedisServer, wait_until
 
 
-def _churn(jobs: Jobs, creates: int, updates: int, deletes: int, prefix: str = "j",
-           pace_s: float = 0.0) -> None:
+def _churn(
+    jobs: Jobs, creates: int, updates: int, deletes: int, prefix: str = "j", pace_s: float = 0.0
+) -> None:
     names = [f"{prefix}-{i}" for i in range(creates)]
     for name in names:
         jobs.create(name)
@@ -38,8 +39,9 @@ def _churn(jobs: Jobs, creates: int, updates: int, deletes: int, prefix: str = "
         time.sleep(pace_s)
 
 
-def test_every_change_reaches_the_stream_and_state(kube: Kube, namespace: str, redis_url: str,
-                                                    procs: object, tmp_path: Path) -> None:
+def test_every_change_reaches_the_stream_and_state(
+    kube: Kube, namespace: str, redis_url: str, procs: object, tmp_path: Path
+) -> None:
     watcher = start_watcher(procs, redis_url, kube, namespace, tmp_path / "spool")
     projector = start_projector(procs, redis_url, kube)
     watcher.wait_ready()
@@ -58,8 +60,10 @@ def test_every_change_reaches_the_stream_and_state(kube: Kube, namespace: str, r
     for name in ("j-100", "j-150", "j-299"):
         live = json.loads(kube.client.get(f"{jobs.path}/{name}"))
         assert stored_object(r, "job", namespace, name) == live
-    assert r.hget(KEYS.state("job", namespace, "j-150"), "rv") == \
-        json.loads(kube.client.get(f"{jobs.path}/j-150"))["metadata"]["resourceVersion"].encode()
+    assert (
+        r.hget(KEYS.state("job", namespace, "j-150"), "rv")
+        == json.loads(kube.client.get(f"{jobs.path}/j-150"))["metadata"]["resourceVersion"].encode()
+    )
     assert not r.exists(KEYS.state("job", namespace, "j-0"))
     assert metric(projector, "kube2redis_projector_apply_results_total") > 0
 
@@ -70,22 +74,23 @@ def test_redis_killed_for_10s_during_a_burst_loses_nothing(
     watcher = start_watcher(procs, redis_server.url, kube, namespace, tmp_path / "spool")
     watcher.wait_ready()
     jobs = Jobs(kube, namespace)
-    burst = threading.Thread(target=_churn, args=(jobs, 400, 1, 200),
-                             kwargs={"pace_s": 0.01})
+    burst = threading.Thread(target=_churn, args=(jobs, 400, 1, 200), kwargs={"pace_s": 0.01})
     burst.start()
     wait_until(lambda: len(jobs.rvs) >= 100, 60, "the burst to be under way")
     redis_server.kill()
     killed_at = time.monotonic()
-    wait_until(lambda: metric(watcher, "kube2redis_watcher_spool_bytes") > 0, 30,
-               "events to be spooled")
+    wait_until(
+        lambda: metric(watcher, "kube2redis_watcher_spool_bytes") > 0, 30, "events to be spooled"
+    )
     time.sleep(max(0.0, 10 - (time.monotonic() - killed_at)))
     assert watcher.http("/healthz")[0] == 200
     redis_server.start()
     burst.join(180)
     r = redis_server.client()
     wait_until(lambda: not missing_versions(r, namespace, jobs.rvs), 90, "every rv in the stream")
-    wait_until(lambda: metric(watcher, "kube2redis_watcher_spool_bytes") == 0, 30,
-               "the spool to drain")
+    wait_until(
+        lambda: metric(watcher, "kube2redis_watcher_spool_bytes") == 0, 30, "the spool to drain"
+    )
     assert_order_per_object(stream_versions(r, namespace))
     assert metric(watcher, "kube2redis_watcher_events_spooled_total") > 0
     assert "drained" in watcher.text()
@@ -113,7 +118,11 @@ def test_watcher_killed_mid_burst_resumes_from_its_checkpoint(
 
 
 def test_deletes_missed_while_stopped_are_found_by_the_relist(
-    kube: Kube, namespace: str, redis_url: str, procs: object, tmp_path: Path,
+    kube: Kube,
+    namespace: str,
+    redis_url: str,
+    procs: object,
+    tmp_path: Path,
     local_cluster: object,
 ) -> None:
     spool = tmp_path / "spool"
@@ -138,8 +147,11 @@ def test_deletes_missed_while_stopped_are_found_by_the_relist(
     log = watcher.text()
     assert "410 Gone" in log and "relisted" in log
     r = redis.Redis.from_url(redis_url)
-    markers = [f for _, f in r.xrange(KEYS.stream) if f[b"type"] == b"RELIST_END"
-               and f[b"namespace"] == namespace.encode()]
+    markers = [
+        f
+        for _, f in r.xrange(KEYS.stream)
+        if f[b"type"] == b"RELIST_END" and f[b"namespace"] == namespace.encode()
+    ]
     listed = json.loads(markers[-1][b"members"])
     assert f"{namespace}:born-while-away" in listed
     assert not any(f"{namespace}:j-{i}" in listed for i in range(8))
@@ -149,8 +161,9 @@ def test_deletes_missed_while_stopped_are_found_by_the_relist(
     assert projector.http("/readyz")[0] == 200
 
 
-def test_sigterm_flushes_and_exits_zero(kube: Kube, namespace: str, redis_url: str,
-                                         procs: object, tmp_path: Path) -> None:
+def test_sigterm_flushes_and_exits_zero(
+    kube: Kube, namespace: str, redis_url: str, procs: object, tmp_path: Path
+) -> None:
     watcher = start_watcher(procs, redis_url, kube, namespace, tmp_path / "spool")
     watcher.wait_ready()
     jobs = Jobs(kube, namespace)
@@ -161,8 +174,9 @@ def test_sigterm_flushes_and_exits_zero(kube: Kube, namespace: str, redis_url: s
     assert "writer stopped" in watcher.text()
 
 
-def test_verify_reports_drift(kube: Kube, namespace: str, redis_url: str, procs: object,
-                              tmp_path: Path) -> None:
+def test_verify_reports_drift(
+    kube: Kube, namespace: str, redis_url: str, procs: object, tmp_path: Path
+) -> None:
     watcher = start_watcher(procs, redis_url, kube, namespace, tmp_path / "spool")
     projector = start_projector(procs, redis_url, kube)
     watcher.wait_ready()
@@ -179,5 +193,8 @@ def test_verify_reports_drift(kube: Kube, namespace: str, redis_url: str, procs:
     code, out = verify(redis_url, kube, namespace, retries=0)
     assert code == 1
     drift = {(d["member"], d["problem"]) for d in json.loads(out.splitlines()[0])}
-    assert drift == {(f"{namespace}:j-0", "missing"), (f"{namespace}:j-1", "stale"),
-                     (f"{namespace}:ghost", "extra")}
+    assert drift == {
+        (f"{namespace}:j-0", "missing"),
+        (f"{namespace}:j-1", "stale"),
+        (f"{namespace}:ghost", "extra"),
+    }

@@ -11,8 +11,15 @@ def test_scrub_removes_credentials() -> None:
 
 
 def test_json_lines_carry_extra_fields_and_no_secret() -> None:
-    record = logging.makeLogRecord({"msg": "login password=%s", "args": ("s3cret",),
-                                    "levelname": "INFO", "name": "t", "scope": "jobs"})
+    record = logging.makeLogRecord(
+        {
+            "msg": "login password=%s",
+            "args": ("s3cret",),
+            "levelname": "INFO",
+            "name": "t",
+            "scope": "jobs",
+        }
+    )
     payload = json.loads(JsonFormatter().format(record))
     assert payload["scope"] == "jobs"
     assert "s3cret" not in payload["msg"]

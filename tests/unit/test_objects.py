@@ -2,10 +2,15 @@ from common.objects import decode_head, decode_list_page, phase_of
 
 
 def test_list_items_keep_their_exact_bytes() -> None:
-    raw = b'{"metadata":{"resourceVersion":"9","continue":"tok"},"items":[{"metadata":{"name":"a","resourceVersion":"7"},"spec":{"x": 1}}]}'
+    raw = (
+        b'{"metadata":{"resourceVersion":"9","continue":"tok"},'
+        b'"items":[{"metadata":{"name":"a","resourceVersion":"7"},"spec":{"x": 1}}]}'
+    )
     page = decode_list_page(raw)
     assert page.metadata.next_page == "tok"
-    assert bytes(page.items[0]) == b'{"metadata":{"name":"a","resourceVersion":"7"},"spec":{"x": 1}}'  # type: ignore[index]
+    assert (
+        bytes(page.items[0]) == b'{"metadata":{"name":"a","resourceVersion":"7"},"spec":{"x": 1}}'
+    )  # type: ignore[index]
     assert decode_head(bytes(page.items[0])).metadata.resourceVersion == "7"  # type: ignore[index]
 
 

@@ -11,8 +11,11 @@ def test_plural_group() -> None:
 
 def test_kubectl_plural_version_group() -> None:
     spec = parse("podgroups.v1beta1.scheduling.volcano.sh")
-    assert (spec.plural, spec.version, spec.group) == ("podgroups", "v1beta1",
-                                                       "scheduling.volcano.sh")
+    assert (spec.plural, spec.version, spec.group) == (
+        "podgroups",
+        "v1beta1",
+        "scheduling.volcano.sh",
+    )
 
 
 def test_core_with_selectors() -> None:
@@ -25,8 +28,12 @@ def test_core_with_selectors() -> None:
 
 def test_defaults_are_volcano_and_its_pods() -> None:
     names = [parse(r).name for r in DEFAULT_RESOURCES]
-    assert names == ["jobs.batch.volcano.sh", "podgroups.scheduling.volcano.sh",
-                     "queues.scheduling.volcano.sh", "pods"]
+    assert names == [
+        "jobs.batch.volcano.sh",
+        "podgroups.scheduling.volcano.sh",
+        "queues.scheduling.volcano.sh",
+        "pods",
+    ]
 
 
 @pytest.mark.parametrize("bad", ["", "pods?selector=x"])

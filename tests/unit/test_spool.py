@@ -34,8 +34,9 @@ def test_scan_finds_each_record() -> None:
     assert not result.torn and not result.corrupt
 
 
-def test_torn_last_record_is_cut_and_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture
-                                            ) -> None:
+def test_torn_last_record_is_cut_and_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     _fill(tmp_path, 3)
     segment = _segment(tmp_path)
     size = segment.stat().st_size
@@ -55,8 +56,9 @@ def test_torn_header_is_cut(tmp_path: Path) -> None:
     assert list(Spool(tmp_path).records()) == [b"record-0", b"record-1"]
 
 
-def test_flipped_byte_is_quarantined_not_dropped(tmp_path: Path,
-                                                  caplog: pytest.LogCaptureFixture) -> None:
+def test_flipped_byte_is_quarantined_not_dropped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     _fill(tmp_path, 3)
     segment = _segment(tmp_path)
     data = bytearray(segment.read_bytes())
@@ -67,7 +69,7 @@ def test_flipped_byte_is_quarantined_not_dropped(tmp_path: Path,
         reopened = Spool(tmp_path)
     assert list(reopened.records()) == [b"record-0", b"record-2"]
     (bad,) = (tmp_path / "quarantine").iterdir()
-    assert bad.read_bytes()[HEADER.size:] != b"record-1"
+    assert bad.read_bytes()[HEADER.size :] != b"record-1"
     assert len(bad.read_bytes()) == HEADER.size + len(b"record-1")
     assert "fails its CRC" in caplog.text
 
@@ -87,7 +89,7 @@ def test_full_spool_refuses_and_keeps_what_it_has(tmp_path: Path) -> None:
     with pytest.raises(SpoolFullError):
         spool.append(b"y" * 60)
     assert len(spool) == 1
-    assert spool.bytes == HEADER.size + 40
+    assert spool.size_bytes == HEADER.size + 40
 
 
 def test_pop_survives_a_restart_and_deletes_drained_segments(tmp_path: Path) -> None:
@@ -99,7 +101,7 @@ def test_pop_survives_a_restart_and_deletes_drained_segments(tmp_path: Path) -> 
     reopened = Spool(tmp_path)
     assert list(reopened.records()) == [f"record-{i}".encode() * 2 for i in range(3, 6)]
     reopened.pop(3)
-    assert len(reopened) == 0 and reopened.bytes == 0
+    assert len(reopened) == 0 and reopened.size_bytes == 0
     assert len(list(tmp_path.glob("*.seg"))) <= 1
 
 

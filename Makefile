@@ -1,0 +1,48 @@
+# kube2redis: `make run` runs the pipeline, `make test` passes the tests.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run stop test test-unit check lint typecheck localcluster venv bench bench-quick clean
+
+run: venv localcluster ## mirror a cluster into Redis (local control plane if none is configured)
+	@bash deploy/run-local.sh
+
+stop: ## stop what `make run` started
+	@bash deploy/run-local.sh stop
+
+test: venv localcluster ## the whole suite against real Redis and a real API server
+	$(BIN)/pytest -q
+
+test-unit: venv
+	$(BIN)/pytest -q tests/unit
+
+check: lint typecheck ## what to run before every commit
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv
+	$(BIN)/mypy
+
+venv: $(STAMP)
+$(STAMP): pyproject.toml
+	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+localcluster: ## build etcd, kube-apiserver, kube-controller-manager, kubectl from Go modules
+	@bash deploy/localcluster/build.sh
+
+bench: venv localcluster ## every benchmark scenario; writes bench/results and bench/RESULTS.md
+	$(BIN)/python -m bench.run --full
+
+bench-quick: venv localcluster ## a smaller run of every scenario, under 5 minutes
+	$(BIN)/python -m bench.run --quick
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info

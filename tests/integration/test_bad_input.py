@@ -1,0 +1,110 @@
+"""Bad config and unreachable dependencies: one clear line, non-zero exit, no traceback."""
+
+from pathlib import Path
+
+import pytest
+
+from kube2redis.localcluster.processes import free_port
+from tests import procs as kprocs
+from tests.pipeline import JOBS_RESOURCE, metric, start_watcher
+from tests.servers import Jobs, Kube, wait_until
+
+
+def _one_line_error(result: object, *expected: str) -> None:
+    stderr = result.stderr.strip().splitlines()  # type: ignore[attr-defined]
+    assert result.returncode != 0, result  # type: ignore[attr-defined]
+    errors = [line for line in stderr if line.startswith("kube2redis: error:")]
+    assert len(errors) == 1, stderr
+    assert "Traceback" not in result.stderr  # type: ignore[attr-defined]
+    for word in expected:
+        assert word in errors[0], errors[0]
+
+
+def test_kubeconfig_that_does_not_exist(tmp_path: Path) -> None:
+    result = kprocs.run(
+        ["watch", "--kubeconfig", str(tmp_path / "nope"), "--spool-dir", str(tmp_path / "s")]
+    )
+    _one_line_error(result, "--kubeconfig", "no such file")
+    assert result.returncode == 2
+
+
+@pytest.mark.parametrize("url", ["http://localhost:6379", "redis://host:notaport/0"])
+def test_malformed_redis_url(url: str) -> None:
+    result = kprocs.run(["--redis-url", url, "status"])
+    _one_line_error(result, "--redis-url")
+    assert result.returncode == 2
+
+
+def test_malformed_redis_url_from_the_environment() -> None:
+    result = kprocs.run(["status"], {"KUBE2REDIS_REDIS_URL": "ftp://x"})
+    _one_line_error(result, "--redis-url")
+
+
+def test_unreachable_api_server(tmp_path: Path, redis_url: str) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    port = free_port()
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        f"clusters: [{{name: x, cluster: {{server: 'https://127.0.0.1:{port}',"
+        " insecure-skip-tls-verify: true}}]\n"
+        "users: [{name: u, user: {token: abc}}]\n"
+        "contexts: [{name: c, context: {cluster: x, user: u}}]\n"
+    )
+    result = kprocs.run(
+        [
+            "--redis-url",
+            redis_url,
+            "watch",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--spool-dir",
+            str(tmp_path / "s"),
+        ]
+    )
+    _one_line_error(result, "unreachable", str(port))
+    assert "abc" not in result.stderr  # the token is never printed
+
+
+def test_unknown_resource(kube: Kube, tmp_path: Path, redis_url: str) -> None:
+    result = kprocs.run(
+        [
+            "--redis-url",
+            redis_url,
+            "watch",
+            "--kubeconfig",
+            str(kube.kubeconfig),
+            "--resource",
+            "widgets.example.com",
+            "--spool-dir",
+            str(tmp_path / "s"),
+        ]
+    )
+    _one_line_error(result, "--resource", "widgets.example.com")
+
+
+def test_unreachable_redis_at_start_spools_and_readyz_says_why(
+    kube: Kube, namespace: str, procs: object, tmp_path: Path
+) -> None:
+    dead_redis = f"redis://127.0.0.1:{free_port()}/0"
+    watcher = start_watcher(
+        procs, dead_redis, kube, namespace, tmp_path / "spool", "--spool-max-bytes", str(1 << 20)
+    )
+    jobs = Jobs(kube, namespace)
+    wait_until(lambda: watcher.http("/healthz")[0] == 200, 30, "the watcher to serve health")
+    for i in range(20):
+        jobs.create(f"s-{i}", payload="p" * 30000)
+    wait_until(
+        lambda: metric(watcher, "kube2redis_watcher_spool_bytes") > (1 << 19),
+        30,
+        "the spool to pass half its bound",
+    )
+
+    def not_ready() -> tuple[int, str] | None:
+        answer = watcher.http("/readyz")
+        return answer if answer[0] == 503 else None
+
+    _, body = wait_until(not_ready, 10, "readyz to fail")
+    assert "redis unreachable" in body
+    assert list((tmp_path / "spool").glob("*.seg"))
+    assert watcher.proc.poll() is None  # still running, still watching
+    assert JOBS_RESOURCE in watcher.text() or "watching" in watcher.text()
