@@ -27,14 +27,24 @@ def test_make_run_mirrors_the_example_job_and_stops_cleanly(kube: Kube, tmp_path
         pytest.skip("redis-server is not installed")
     run_dir = tmp_path / "run"
     redis_port = free_port()
-    env = {**os.environ, "KUBECONFIG": str(kube.kubeconfig), "KUBE2REDIS_RUN_DIR": str(run_dir),
-           "KUBE2REDIS_REDIS_PORT": str(redis_port),
-           "KUBE2REDIS_WATCHER_HEALTH_PORT": str(free_port()),
-           "KUBE2REDIS_PROJECTOR_HEALTH_PORT": str(free_port())}
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(kube.kubeconfig),
+        "KUBE2REDIS_RUN_DIR": str(run_dir),
+        "KUBE2REDIS_REDIS_PORT": str(redis_port),
+        "KUBE2REDIS_WATCHER_HEALTH_PORT": str(free_port()),
+        "KUBE2REDIS_PROJECTOR_HEALTH_PORT": str(free_port()),
+    }
     env.pop("KUBE2REDIS_REDIS_URL", None)
     log = (tmp_path / "make-run.log").open("wb")
-    make = subprocess.Popen(["make", "--no-print-directory", "run"], cwd=REPO, env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    make = subprocess.Popen(
+        ["make", "--no-print-directory", "run"],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         r = redis.Redis(port=redis_port, socket_timeout=2)
 
@@ -46,8 +56,19 @@ def test_make_run_mirrors_the_example_job_and_stops_cleanly(kube: Kube, tmp_path
 
         wait_until(mirrored, 180, "simple-job in Redis", interval_s=0.5)
         ctl = subprocess.run(
-            [str(REPO / ".venv/bin/supervisorctl"), "-c", str(REPO / "deploy/supervisord.conf"),
-             "pid", "all"], env=env, capture_output=True, text=True, check=False, timeout=30)
+            [
+                str(REPO / ".venv/bin/supervisorctl"),
+                "-c",
+                str(REPO / "deploy/supervisord.conf"),
+                "pid",
+                "all",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=30,
+        )
         pids = [int(p) for p in ctl.stdout.split() if p.isdigit() and p != "0"]
         pids.append(int((run_dir / "supervisord.pid").read_text()))
         assert len(pids) == 4, ctl.stdout  # redis, watcher, projector, supervisord
@@ -60,5 +81,11 @@ def test_make_run_mirrors_the_example_job_and_stops_cleanly(kube: Kube, tmp_path
             os.killpg(make.pid, signal.SIGKILL)
             make.wait(10)
         log.close()
-        kube.kubectl("delete", "-n", "default", "job.batch.volcano.sh/simple-job",
-                     "--ignore-not-found", check=False)
+        kube.kubectl(
+            "delete",
+            "-n",
+            "default",
+            "job.batch.volcano.sh/simple-job",
+            "--ignore-not-found",
+            check=False,
+        )

@@ -1,0 +1,231 @@
+"""Manifests, scripts and packaging: linted, and applied for real to the control plane."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.servers import Kube, in_ci
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+
+
+def _tracked(*patterns: str) -> list[str]:
+    out = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", *patterns],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return [p for p in out.stdout.split() if (REPO / p).exists()]
+
+
+def _tool(name: str) -> str:
+    found = shutil.which(name) or shutil.which(name, path=str(VENV_BIN))
+    if not found:
+        if in_ci():
+            pytest.fail(f"{name} is not installed")
+        pytest.skip(f"{name} is not installed")
+    return found
+
+
+def _run(
+    *args: str, env: dict[str, str] | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        list(args),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+    if check:
+        assert result.returncode == 0, f"{args}: {result.stdout}\n{result.stderr}"
+    return result
+
+
+def test_shellcheck_passes_on_every_script() -> None:
+    scripts = _tracked("*.sh") + [".ci/run"]
+    assert "deploy/run-local.sh" in scripts and "manifests/volcano/install.sh" in scripts
+    _run(_tool("shellcheck"), *scripts)
+
+
+def test_yamllint_passes_on_every_yaml() -> None:
+    files = _tracked("*.yaml", "*.yml")
+    assert "docker-compose.yml" in files
+    _run(_tool("yamllint"), "-c", ".yamllint.yaml", "--strict", *files)
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    _run(_tool("hadolint"), "Dockerfile")
+
+
+def test_compose_file_follows_the_compose_specification() -> None:
+    _run(_tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", "docker-compose.yml")
+
+
+def test_redis_manifests_apply_and_read_back(kube: Kube, namespace: str) -> None:
+    kube.kubectl("apply", "--server-side", "-n", namespace, "-k", "manifests/redis/base")
+    assert (
+        kube.kubectl(
+            "get", "-n", namespace, "deployment/redis", "-o", "jsonpath={.spec.strategy.type}"
+        ).stdout
+        == "Recreate"
+    )
+    port = kube.kubectl(
+        "get", "-n", namespace, "service/redis", "-o", "jsonpath={.spec.ports[0].port}"
+    ).stdout
+    assert port == "6379"
+    kube.kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-n",
+        namespace,
+        "-k",
+        "manifests/redis/overlays/persistent",
+    )
+    claim = kube.kubectl(
+        "get",
+        "-n",
+        namespace,
+        "deployment/redis",
+        "-o",
+        "jsonpath={.spec.template.spec.volumes[0].persistentVolumeClaim.claimName}",
+    )
+    assert claim.stdout == "redis-data"
+    kube.kubectl("get", "-n", namespace, "pvc/redis-data")
+    kube.kubectl("apply", "--server-side", "-n", namespace, "-f", "manifests/redis/client-pod.yaml")
+    command = kube.kubectl(
+        "get", "-n", namespace, "pod/redis-client", "-o", "jsonpath={.spec.containers[0].command}"
+    ).stdout
+    assert "PING" in command
+
+
+def test_kube2redis_deployment_applies_with_least_privilege(kube: Kube) -> None:
+    kube.kubectl("apply", "--server-side", "-k", "deploy/kubernetes/overlays/with-redis")
+    try:
+        containers = kube.kubectl(
+            "get",
+            "-n",
+            "kube2redis",
+            "deployment/kube2redis",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[*].name}",
+        ).stdout
+        assert containers.split() == ["watcher", "projector"]
+        kube.kubectl(
+            "get",
+            "-n",
+            "kube2redis",
+            "deployment/redis",
+            "service/redis",
+            "configmap/kube2redis",
+            "serviceaccount/kube2redis",
+        )
+        sa = "system:serviceaccount:kube2redis:kube2redis"
+        allowed = [
+            ("watch", "jobs.batch.volcano.sh"),
+            ("list", "podgroups.scheduling.volcano.sh"),
+            ("get", "queues.scheduling.volcano.sh"),
+            ("watch", "pods"),
+        ]
+        denied = [
+            ("get", "secrets"),
+            ("delete", "jobs.batch.volcano.sh"),
+            ("create", "pods"),
+            ("list", "configmaps"),
+            ("watch", "deployments.apps"),
+        ]
+        for verb, resource in allowed:
+            answer = kube.kubectl("auth", "can-i", verb, resource, "--as", sa, "-A", check=False)
+            assert answer.stdout.strip() == "yes", (verb, resource)
+        for verb, resource in denied:
+            answer = kube.kubectl("auth", "can-i", verb, resource, "--as", sa, "-A", check=False)
+            assert answer.stdout.strip() == "no", (verb, resource)
+    finally:
+        kube.kubectl(
+            "delete", "-k", "deploy/kubernetes/overlays/with-redis", "--wait=false", check=False
+        )
+
+
+def _script_env(kube: Kube) -> dict[str, str]:
+    kubectl_dir = str(Path(kube.kubectl_bin).parent)
+    return {"KUBECONFIG": str(kube.kubeconfig), "PATH": f"{kubectl_dir}:{os.environ['PATH']}"}
+
+
+def _has_nodes(kube: Kube) -> bool:
+    return bool(kube.kubectl("get", "nodes", "--no-headers").stdout.strip())
+
+
+def test_cluster_check_reports_on_the_control_plane(kube: Kube) -> None:
+    env = {**_script_env(kube), "CLUSTER_CHECK_ALLOW_NO_NODES": "1"}
+    result = _run("bash", "manifests/cluster-check.sh", env=env)
+    assert "ok    kubectl connects" in result.stdout
+    assert "Kubernetes 1.35" in result.stdout
+    assert "Volcano CRDs installed" in result.stdout
+    if not _has_nodes(kube):
+        assert "skip  no nodes" in result.stdout
+        strict = _run("bash", "manifests/cluster-check.sh", env=_script_env(kube), check=False)
+        assert strict.returncode == 1 and "FAIL  no nodes" in strict.stdout
+
+
+def test_cluster_check_names_an_unreachable_cluster(tmp_path: Path, kube: Kube) -> None:
+    config = tmp_path / "kubeconfig"
+    config.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: gone\n"
+        "clusters: [{name: x, cluster: {server: 'https://127.0.0.1:1'}}]\n"
+        "users: [{name: u, user: {}}]\n"
+        "contexts: [{name: gone, context: {cluster: x, user: u}}]\n"
+    )
+    env = {**_script_env(kube), "KUBECONFIG": str(config)}
+    result = _run("bash", "manifests/cluster-check.sh", env=env, check=False)
+    assert result.returncode == 1
+    assert "context 'gone'" in result.stdout and "cannot reach" in result.stdout
+
+
+def test_smoke_test_runs_what_this_cluster_can(kube: Kube, namespace: str) -> None:
+    env = {**_script_env(kube), "SMOKE_NAMESPACE": namespace, "SMOKE_TIMEOUT": "120"}
+    result = _run("bash", "examples/manual/smoke-test.sh", env=env, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "job submitted" in result.stdout and "kubectl get vcjob shows it" in result.stdout
+    if _has_nodes(kube):
+        assert "job Completed" in result.stdout
+    else:
+        assert "skip  no nodes" in result.stdout
+
+
+def test_volcano_install_errors_are_one_clear_line(tmp_path: Path, kube: Kube) -> None:
+    bash = shutil.which("bash") or "/bin/bash"
+    no_kubectl = _run(
+        bash, "manifests/volcano/install.sh", env={"PATH": str(tmp_path)}, check=False
+    )
+    assert no_kubectl.returncode == 1
+    assert no_kubectl.stderr.strip() == "volcano: error: kubectl not found on PATH"
+    config = tmp_path / "kubeconfig"
+    config.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: far\n"
+        "clusters: [{name: x, cluster: {server: 'https://127.0.0.1:1'}}]\n"
+        "users: [{name: u, user: {}}]\n"
+        "contexts: [{name: far, context: {cluster: x, user: u}}]\n"
+    )
+    env = {**_script_env(kube), "KUBECONFIG": str(config)}
+    unreachable = _run("bash", "manifests/volcano/install.sh", env=env, check=False)
+    assert unreachable.returncode == 1
+    assert "using context 'far'" in unreachable.stdout  # said before changing anything
+    assert "cannot reach the cluster of context 'far'" in unreachable.stderr
+    missing = _run(
+        "bash",
+        "manifests/volcano/install.sh",
+        str(tmp_path / "nope.yaml"),
+        env=_script_env(kube),
+        check=False,
+    )
+    assert missing.returncode == 1 and "no such file" in missing.stderr
