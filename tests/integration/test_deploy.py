@@ -52,7 +52,7 @@ def _run(
 
 
 def test_shellcheck_passes_on_every_script() -> None:
-    scripts = _tracked("*.sh") + [".ci/run"]
+    scripts = [*_tracked("*.sh"), ".ci/run"]
     assert "deploy/run-local.sh" in scripts and "manifests/volcano/install.sh" in scripts
     _run(_tool("shellcheck"), *scripts)
 
