@@ -22,7 +22,14 @@ import msgspec
 
 from common.errors import Kube2RedisError
 from kube2redis.localcluster import certs
-from kube2redis.localcluster.processes import Process, alive, free_port, start, stop
+from kube2redis.localcluster.processes import (
+    Process,
+    alive,
+    free_port,
+    reap_exited,
+    start,
+    stop,
+)
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +190,7 @@ class LocalCluster:
                     stopped.append(f"{name} (pid {proc.pid})")
                 stop(proc)
             self._state_file.unlink(missing_ok=True)
+        reap_exited()
         if purge and self.state_dir.exists():
             shutil.rmtree(self.state_dir)
         return stopped

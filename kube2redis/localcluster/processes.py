@@ -75,6 +75,14 @@ def stop(proc: Process, timeout_s: float = 15.0) -> None:
     _reap(proc.pid)
 
 
+def reap_exited() -> None:
+    """Collect children that exited while another process managed them (e.g. a
+    `localcluster up` run that replaced them)."""
+    for pid, child in list(_children.items()):
+        if child.poll() is not None:
+            del _children[pid]
+
+
 def _reap(pid: int) -> None:
     child = _children.pop(pid, None)
     if child is not None:
