@@ -505,9 +505,16 @@ def localcluster(ctx: click.Context, state_dir: Path | None) -> None:
 
 
 @localcluster.command()
+@click.option(
+    "--volcano/--no-volcano",
+    default=True,
+    show_default=True,
+    help="Also run Volcano's scheduler and controllers and kwok's simulated nodes.",
+)
 @click.pass_obj
-def up(cluster: Any) -> None:
+def up(cluster: Any, volcano: bool) -> None:
     """Start the control plane (does nothing if it already runs)."""
+    cluster.volcano = volcano
     began = time.monotonic()
     if not cluster.up():
         click.echo(f"local cluster already running (state in {cluster.state_dir})", err=True)

@@ -36,6 +36,35 @@ log = logging.getLogger(__name__)
 VOLCANO_MODULE = "volcano.sh/volcano"
 VOLCANO_VERSION = "v1.15.1"
 VOLCANO_CRD_DIRS = ("config/crd/volcano/bases", "config/crd/jobflow/bases")
+KWOK_MODULE = "sigs.k8s.io/kwok"
+KWOK_VERSION = "v0.8.0"
+# kwok's own stage definitions: nodes come up and stay Ready (lease heartbeats);
+# pods are created, run and complete with per-pod delays set by annotations
+# (`pod-complete.stage.kwok.x-k8s.io/delay`), or fail when labelled
+# `pod-container-running-failed.stage.kwok.x-k8s.io=true`.
+KWOK_STAGES = (
+    "kustomize/stage/node/fast/node-initialize.yaml",
+    "kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
+    "kustomize/stage/pod/general/pod-create.yaml",
+    "kustomize/stage/pod/general/pod-init-container-running.yaml",
+    "kustomize/stage/pod/general/pod-init-container-completed.yaml",
+    "kustomize/stage/pod/general/pod-ready.yaml",
+    "kustomize/stage/pod/general/pod-complete.yaml",
+    "kustomize/stage/pod/general/pod-delete.yaml",
+    "kustomize/stage/pod/chaos/pod-container-running-failed.yaml",
+)
+FAKE_NODES = 4
+CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl")
+VOLCANO = ("vc-scheduler", "vc-controller-manager", "kwok")
+# Stop order: dependents first.
+STOP_ORDER = (
+    "kwok",
+    "vc-controller-manager",
+    "vc-scheduler",
+    "kube-controller-manager",
+    "kube-apiserver",
+    "etcd",
+)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO_ROOT / "deploy" / "localcluster" / "build.sh"
 
@@ -76,8 +105,15 @@ class LocalCluster:
     """Manage one local control plane rooted at state_dir."""
 
     def __init__(
-        self, state_dir: Path | None = None, bin_dir: Path | None = None, watch_cache: bool = True
+        self,
+        state_dir: Path | None = None,
+        bin_dir: Path | None = None,
+        watch_cache: bool = True,
+        volcano: bool = False,
     ) -> None:
+        # volcano=True also runs Volcano's scheduler and controllers, and kwok with
+        # simulated nodes, so Volcano Jobs are scheduled, run and complete.
+        self.volcano = volcano
         # watch_cache=False sends every watch to etcd: compaction then means 410 at once,
         # where the cache would serve an old resourceVersion from memory for ~75 s.
         self.watch_cache = watch_cache
@@ -106,7 +142,7 @@ class LocalCluster:
 
     def ensure_binaries(self) -> None:
         """Build the binaries if missing (the build is idempotent and cached)."""
-        needed = ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl")
+        needed = CONTROL_PLANE + (VOLCANO if self.volcano else ())
         if all((self.bin_dir / b).is_file() for b in needed):
             return
         if shutil.which("go") is None:
@@ -126,10 +162,15 @@ class LocalCluster:
 
     def volcano_dir(self) -> Path:
         """Volcano's module directory in the Go module cache (downloaded if needed)."""
+        return self.module_dir(VOLCANO_MODULE, VOLCANO_VERSION)
+
+    def module_dir(self, module: str, version: str) -> Path:
+        """A module's directory in the Go module cache (downloaded if needed)."""
         if shutil.which("go") is None:
-            raise LocalClusterError("the Volcano CRDs come from the Go module cache: install Go")
+            raise LocalClusterError(f"{module} is read from the Go module cache: install Go")
+        self.state_dir.mkdir(parents=True, exist_ok=True)
         result = subprocess.run(
-            ["go", "mod", "download", "-json", f"{VOLCANO_MODULE}@{VOLCANO_VERSION}"],
+            ["go", "mod", "download", "-json", f"{module}@{version}"],
             capture_output=True,
             text=True,
             check=False,
@@ -139,7 +180,7 @@ class LocalCluster:
         info = json.loads(result.stdout or "{}")
         if result.returncode != 0 or "Dir" not in info:
             raise LocalClusterError(
-                f"go mod download {VOLCANO_MODULE}@{VOLCANO_VERSION} failed: "
+                f"go mod download {module}@{version} failed: "
                 f"{info.get('Error') or result.stderr.strip()}"
             )
         return Path(info["Dir"])
@@ -171,6 +212,8 @@ class LocalCluster:
             state.processes["kube-controller-manager"] = self._start_controller_manager()
             self._save(state)
             self.install_crds()
+            if self.volcano:
+                self._start_volcano(state, timeout_s)
         except BaseException:
             for proc in state.processes.values():
                 stop(proc)
@@ -182,7 +225,7 @@ class LocalCluster:
         state = self.load_state()
         stopped: list[str] = []
         if state is not None:
-            for name in ("kube-controller-manager", "kube-apiserver", "etcd"):
+            for name in STOP_ORDER:
                 proc = state.processes.get(name)
                 if proc is None:
                     continue
@@ -280,6 +323,98 @@ class LocalCluster:
         ]
         log_path = self.state_dir / "logs" / "kube-controller-manager.log"
         return start("kube-controller-manager", argv, log_path)
+
+    def _start_volcano(self, state: State, timeout_s: float) -> None:
+        """Volcano's scheduler and controllers, kwok and its fake nodes; waits until
+        the scheduler has created the default queue."""
+        logs = self.state_dir / "logs"
+        kube = f"--kubeconfig={self.kubeconfig}"
+        self.kubectl("create", "namespace", "volcano-system", check=False)
+        loopback = "127.0.0.1"
+        state.processes["vc-scheduler"] = start(
+            "vc-scheduler",
+            [
+                self._bin("vc-scheduler"),
+                kube,
+                "--leader-elect=false",
+                "--schedule-period=1s",
+                f"--listen-address={loopback}:{free_port()}",
+                f"--healthz-address={loopback}:{free_port()}",
+                "-v=2",
+            ],
+            logs / "vc-scheduler.log",
+        )
+        state.processes["vc-controller-manager"] = start(
+            "vc-controller-manager",
+            [
+                self._bin("vc-controller-manager"),
+                kube,
+                "--leader-elect=false",
+                "--controllers=job-controller,pg-controller,queue-controller,gc-controller",
+                f"--listen-address={loopback}:{free_port()}",
+                f"--healthz-address={loopback}:{free_port()}",
+                "-v=2",
+            ],
+            logs / "vc-controller-manager.log",
+        )
+        stages = self._write_kwok_stages()
+        state.processes["kwok"] = start(
+            "kwok",
+            [
+                self._bin("kwok"),
+                kube,
+                f"--config={stages}",
+                "--manage-all-nodes=false",
+                "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+                f"--server-address={loopback}:{free_port()}",
+                "--node-lease-duration-seconds=40",
+            ],
+            logs / "kwok.log",
+        )
+        self._save(state)
+        self._create_fake_nodes()
+        self._wait(
+            lambda: self.kubectl("get", "queue", "default", check=False).returncode == 0,
+            "vc-scheduler",
+            state,
+            timeout_s,
+        )
+
+    def _write_kwok_stages(self) -> Path:
+        root = self.module_dir(KWOK_MODULE, KWOK_VERSION)
+        path = self.state_dir / "kwok-stages.yaml"
+        path.write_text("\n---\n".join((root / stage).read_text() for stage in KWOK_STAGES))
+        return path
+
+    def _create_fake_nodes(self) -> None:
+        """Nodes kwok manages: realistic capacity, no kubelet behind them."""
+        nodes = [
+            {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {
+                    "name": f"kwok-node-{i}",
+                    "annotations": {
+                        "kwok.x-k8s.io/node": "fake",
+                        "node.alpha.kubernetes.io/ttl": "0",
+                    },
+                    "labels": {
+                        "type": "kwok",
+                        "kubernetes.io/hostname": f"kwok-node-{i}",
+                        "kubernetes.io/os": "linux",
+                        "kubernetes.io/arch": "amd64",
+                    },
+                },
+                "status": {
+                    "capacity": {"cpu": "8", "memory": "32Gi", "pods": "110"},
+                    "allocatable": {"cpu": "8", "memory": "32Gi", "pods": "110"},
+                },
+            }
+            for i in range(FAKE_NODES)
+        ]
+        manifest = self.state_dir / "fake-nodes.json"
+        manifest.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": nodes}))
+        self.kubectl("apply", "-f", str(manifest))
 
     def restart_apiserver(self, timeout_s: float = 60.0) -> None:
         """Stop kube-apiserver and start it again on the same port (tests use this)."""

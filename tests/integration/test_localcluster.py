@@ -148,7 +148,7 @@ def test_cli_up_is_idempotent_and_recovers_from_a_killed_component(
     etcd_cluster: LocalCluster,
 ) -> None:
     state = ["localcluster", "--state-dir", str(etcd_cluster.state_dir)]
-    second = procs.run([*state, "up"])
+    second = procs.run([*state, "up", "--no-volcano"])
     assert second.returncode == 0
     assert "already running" in second.stderr
     assert f"export KUBECONFIG={etcd_cluster.kubeconfig}" in second.stdout
@@ -160,7 +160,7 @@ def test_cli_up_is_idempotent_and_recovers_from_a_killed_component(
     os.kill(victim.pid, signal.SIGKILL)
     wait_until(lambda: not alive(victim), 10, "the killed controller-manager to be gone")
     assert procs.run([*state, "status"]).returncode == 1
-    recovered = procs.run([*state, "up"], timeout_s=180)
+    recovered = procs.run([*state, "up", "--no-volcano"], timeout_s=180)
     assert recovered.returncode == 0, recovered.stderr
     assert "ready in" in recovered.stderr
     assert procs.run([*state, "status"]).returncode == 0
@@ -172,7 +172,7 @@ def test_cli_down_stops_exactly_its_pids(tmp_path: Path, kube: Kube) -> None:
         pytest.skip("needs the local control plane")
     state_dir = tmp_path / "state"
     state = ["localcluster", "--state-dir", str(state_dir)]
-    started = procs.run([*state, "up"], timeout_s=180)
+    started = procs.run([*state, "up", "--no-volcano"], timeout_s=180)
     assert started.returncode == 0, started.stderr
     cluster = LocalCluster(state_dir)
     loaded = cluster.load_state()
