@@ -318,6 +318,13 @@ def project(
 @option("--rebuild", is_flag=True, help="First clear the state of the kinds in scope.")
 @option("--kind", "kinds", multiple=True, help="Kinds to clear with --rebuild (default all).")
 @option("--tombstone-ttl", type=click.IntRange(min=1), default=7 * 86400, show_default=True)
+@option(
+    "--processes",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Replay slices of the range in parallel (safe: every apply is a CAS).",
+)
 @pass_settings
 def replay(
     settings: Settings,
@@ -326,6 +333,7 @@ def replay(
     rebuild: bool,
     kinds: tuple[str, ...],
     tombstone_ttl: int,
+    processes: int,
 ) -> None:
     """Re-apply a range of the stream; idempotent."""
     from rich.progress import (
@@ -337,7 +345,7 @@ def replay(
     )
 
     from projector.consumer import ConsumerSettings
-    from projector.replay import clear_state
+    from projector.replay import clear_state, replay_parallel
     from projector.replay import replay as run_replay
     from projector.scripts import ApplySettings
 
@@ -363,14 +371,13 @@ def replay(
             done += n
             progress.update(task, advance=n, rate=done / max(time.perf_counter() - began, 1e-9))
 
-        summary = run_replay(
-            r,
-            settings.keys,
-            ConsumerSettings(apply=ApplySettings(tombstone_ttl_s=tombstone_ttl)),
-            start,
-            end,
-            advance,
-        )
+        consumer = ConsumerSettings(apply=ApplySettings(tombstone_ttl_s=tombstone_ttl))
+        if processes > 1:
+            summary = replay_parallel(
+                settings.redis, settings.keys, consumer, processes, start, end, advance
+            )
+        else:
+            summary = run_replay(r, settings.keys, consumer, start, end, advance)
     rate = summary.entries / summary.seconds if summary.seconds else 0.0
     outcome = ", ".join(f"{k} {int(v)}" for k, v in sorted(summary.results.items()))
     click.echo(

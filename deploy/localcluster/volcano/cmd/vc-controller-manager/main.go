@@ -38,12 +38,6 @@ func main() {
 	framework.ForeachController(func(c framework.Controller) { names = append(names, c.Name()) })
 	sort.Strings(names)
 	opts.AddFlags(flags, names)
-	// Controllers with flags of their own (e.g. sharding) add them here.
-	framework.ForeachController(func(c framework.Controller) {
-		if provider, ok := c.(framework.FlagProvider); ok {
-			provider.AddFlags(flags)
-		}
-	})
 	utilfeature.DefaultMutableFeatureGate.AddFlag(flags)
 	commonutil.LeaderElectionDefault(&opts.LeaderElection)
 	opts.LeaderElection.ResourceName = "vc-controller-manager"
