@@ -48,6 +48,11 @@ def start(name: str, argv: list[str], log_path: Path, port: int = 0) -> Process:
 
 def alive(proc: Process) -> bool:
     """True if the pid is running and still runs our binary (pids get reused)."""
+    child = _children.get(proc.pid)
+    if child is not None:
+        # Started by this process: the kernel's answer beats reading /proc, whose
+        # cmdline can read empty or stale while a fresh child is still exec'ing.
+        return child.poll() is None
     try:
         cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes().split(b"\0")
         stat = Path(f"/proc/{proc.pid}/stat").read_text()
