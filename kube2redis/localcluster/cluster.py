@@ -312,9 +312,11 @@ class LocalCluster:
         argv = [
             self._bin("kube-controller-manager"),
             f"--kubeconfig={self.kubeconfig}",
+            # node-lifecycle lifts the not-ready taint that admission puts on every
+            # new Node (kwok's simulated ones included) once the node reports Ready.
             "--controllers=garbage-collector-controller,namespace-controller,"
             "serviceaccount-controller,serviceaccount-token-controller,"
-            "root-ca-certificate-publisher-controller",
+            "root-ca-certificate-publisher-controller,node-lifecycle-controller",
             f"--service-account-private-key-file={c / 'sa.key'}",
             f"--root-ca-file={c / 'ca.crt'}",
             "--leader-elect=false",
