@@ -170,8 +170,9 @@ def test_replay_rebuild_reproduces_the_state_exactly(
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert "replayed" in rebuilt.stdout
     assert _state(r, namespace) == expected
-    parallel = kprocs.run(["replay", "--from", "0", "--rebuild", "--processes", "2"],
-                          env(redis_url, kube))
+    parallel = kprocs.run(
+        ["replay", "--from", "0", "--rebuild", "--processes", "2"], env(redis_url, kube)
+    )
     assert parallel.returncode == 0, parallel.stderr
     assert _state(r, namespace) == expected
     ids = [i for i, _ in r.xrange(KEYS.stream)]

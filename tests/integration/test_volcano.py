@@ -49,15 +49,26 @@ def _job(
     job = vcjob(name, namespace, replicas=replicas)
     template = job["spec"]["tasks"][0]["template"]
     template["spec"]["containers"][0]["resources"] = {"requests": {"cpu": cpu, "memory": "64Mi"}}
-    metadata: dict[str, Any] = {"annotations": {}, "labels": {}}
+    # kwok waits a random time between a stage's delay and its jitter-delay: a
+    # jitter-delay of 0 makes pod creation and readiness immediate, so a gang starts
+    # together and the job is seen Running (the default would spread the pods out).
+    metadata: dict[str, Any] = {
+        "annotations": {
+            "pod-create.stage.kwok.x-k8s.io/jitter-delay": "0s",
+            "pod-ready.stage.kwok.x-k8s.io/jitter-delay": "0s",
+        },
+        "labels": {},
+    }
     if run_s:
         metadata["annotations"]["pod-complete.stage.kwok.x-k8s.io/delay"] = f"{run_s}s"
-        metadata["annotations"]["pod-complete.stage.kwok.x-k8s.io/jitter-delay"] = "0s"
+        # kwok waits a random time between delay and jitter-delay: equal means exact.
+        metadata["annotations"]["pod-complete.stage.kwok.x-k8s.io/jitter-delay"] = f"{run_s}s"
     if fail:
         metadata["labels"]["pod-container-running-failed.stage.kwok.x-k8s.io"] = "true"
-        metadata["annotations"]["pod-container-running-failed.stage.kwok.x-k8s.io/delay"] = (
-            f"{max(run_s, 1)}s"
-        )
+        for key in ("delay", "jitter-delay"):
+            metadata["annotations"][f"pod-container-running-failed.stage.kwok.x-k8s.io/{key}"] = (
+                f"{max(run_s, 1)}s"
+            )
     template["metadata"] = metadata
     return job
 
