@@ -1,0 +1,109 @@
+"""Run the benchmarks: `python -m bench.run --quick` (under 5 minutes) or `--full`.
+
+Writes bench/results/<scenario>.json, bench/RESULTS.md and PNG plots.
+"""
+
+import argparse
+import json
+import time
+from typing import Any
+
+from bench import report, scenarios
+from bench.harness import RESULTS, SCRATCH, Cluster, build_informer_go, machine, summary
+
+QUICK = {
+    "runs": 2,
+    "burst": 500,
+    "latency_rates": (200, 1000),
+    "latency_s": 10,
+    "replay": (100_000, 5_000),
+    "spool_batches": 200,
+    "outage": 2_000,
+    "scale": 5_000,
+}
+FULL = {
+    "runs": 3,
+    "burst": 5_000,
+    "latency_rates": (200, 1000),
+    "latency_s": 60,
+    "replay": (1_000_000, 50_000),
+    "spool_batches": 2_000,
+    "outage": 20_000,
+    "scale": 100_000,
+}
+
+
+def _summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, v in runs[0].items() if isinstance(v, (int, float))]
+    return {k: summary([float(run[k]) for run in runs]) for k in keys}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--full", action="store_true")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", nargs="*", default=None)
+    args = parser.parse_args()
+    size = FULL if args.full else QUICK
+    mode = "full" if args.full else "quick"
+    wanted = set(args.only or ["burst", "latency", "replay", "outage", "scale"])
+    SCRATCH.mkdir(parents=True, exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    began = time.monotonic()
+    build_informer_go()
+    cluster = Cluster()
+    info = {"machine": machine(), "mode": mode, "sizes": size}
+    try:
+        if "burst" in wanted:
+            figures = {}
+            for system in scenarios.SYSTEMS:
+                runs = [
+                    scenarios.burst(cluster, system, size["burst"]) for _ in range(size["runs"])
+                ]
+                figures[system] = _summarise(runs)
+                print(f"burst {system}: {figures[system]['events_per_s']['median']:,.0f} events/s")
+            _write("burst", {**info, "objects": size["burst"], "figures": figures})
+        if "latency" in wanted:
+            figures, samples = {}, {}
+            for system in scenarios.SYSTEMS:
+                for rate in size["latency_rates"]:
+                    result = scenarios.latency(cluster, system, rate, size["latency_s"])
+                    samples[f"{system}@{rate}"] = result.pop("samples_ms")
+                    figures[f"{system}@{rate}"] = result
+                    print(
+                        f"latency {system} @{rate}/s: p50 {result['p50_ms']:.1f} ms, "
+                        f"p99 {result['p99_ms']:.1f} ms (achieved {result['achieved_rate']:.0f}/s)"
+                    )
+            _write("latency", {**info, "figures": figures, "samples_ms": samples})
+        if "replay" in wanted:
+            entries, objects = size["replay"]
+            runs = [scenarios.replay(entries, objects) for _ in range(size["runs"])]
+            figures = _summarise(runs)
+            print("replay: " + ", ".join(f"{k} {v['median']:,.0f}" for k, v in figures.items()))
+            _write("replay", {**info, "entries": entries, "objects": objects, "figures": figures})
+        if "outage" in wanted:
+            spool = _summarise(
+                [scenarios.spool_rates(size["spool_batches"]) for _ in range(size["runs"])]
+            )
+            drain = _summarise([scenarios.outage(cluster, size["outage"])])
+            print(
+                "outage: "
+                + ", ".join(f"{k} {v['median']:,.1f}" for k, v in {**spool, **drain}.items())
+            )
+            _write("outage", {**info, "changes": size["outage"], "figures": {**spool, **drain}})
+        if "scale" in wanted:
+            figures = _summarise([scenarios.scale(cluster, size["scale"])])
+            print("scale: " + ", ".join(f"{k} {v['median']:,.1f}" for k, v in figures.items()))
+            _write("scale", {**info, "figures": figures})
+    finally:
+        cluster.down()
+    report.write_all()
+    print(f"bench {mode}: done in {time.monotonic() - began:.0f}s; see bench/RESULTS.md")
+
+
+def _write(name: str, data: dict[str, Any]) -> None:
+    (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=1, default=float))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,366 @@
+"""The five scenarios. Each returns a dict of figures; run.py repeats and records."""
+
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from typing import Any
+
+import msgspec
+import redis
+
+from bench.harness import (
+    PAYLOAD,
+    SCRATCH,
+    ChangeClock,
+    Cluster,
+    Load,
+    Redis,
+    System,
+    job,
+    rss_mb,
+    running,
+)
+from common import events as ev
+from common.keys import Keys
+from projector.scripts import ApplySettings, Scripts
+from watcher.spool import Spool
+from watcher.writer import SpoolBatch
+
+SYSTEMS = ("kube2redis", "informer-go", "kopf")
+
+
+def burst(cluster: Cluster, system: str, objects: int) -> dict[str, float]:
+    """Create, update and delete `objects` Jobs with 8 parallel clients."""
+    ns = cluster.namespace("burst")
+    r = Redis("burst")
+    load = Load(cluster, ns)
+    try:
+        with running(system, cluster, ns, r, load):
+            clock = ChangeClock(r.client(), f"k8s:job:{ns}:")
+            names = [f"b-{i}" for i in range(objects)]
+            started = time.time()
+            load.all(load.create, names)
+            load.all(lambda n: load.update(n, "1"), names)
+            load.all(load.delete, names)
+            last_write = time.time()
+            complete = clock.wait_deleted(objects + 1, timeout_s=600)  # +1: the probe
+            clock.stop()
+            done = clock.last_delete_at
+            return {
+                "events_per_s": 3 * objects / (done - started) if complete else 0.0,
+                "lag_after_last_write_s": done - last_write if complete else float("nan"),
+                "api_writes_per_s": 3 * objects / (last_write - started),
+                "complete": float(complete),
+            }
+    finally:
+        r.stop()
+        cluster.delete_namespace(ns)
+
+
+def latency(cluster: Cluster, system: str, rate: int, seconds: float) -> dict[str, Any]:
+    """Steady updates at `rate`/s: API write acknowledged -> change visible in Redis."""
+    ns = cluster.namespace("latency")
+    r = Redis("latency")
+    load = Load(cluster, ns, threads=16)
+    try:
+        with running(system, cluster, ns, r, load):
+            names = [f"l-{i}" for i in range(200)]
+            load.all(load.create, names)
+            clock = ChangeClock(r.client(), f"k8s:job:{ns}:")
+            load.acked.clear()
+            started = time.monotonic()
+            sent = 0
+            futures = []
+            while (elapsed := time.monotonic() - started) < seconds:
+                due = int(elapsed * rate)
+                while sent < due:
+                    futures.append(
+                        load.pool.submit(load.update, names[sent % len(names)], str(sent))
+                    )
+                    sent += 1
+                time.sleep(0.001)
+            for f in futures:
+                f.result()
+            achieved = sent / (time.monotonic() - started)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not all(k in clock.seen for k in load.acked):
+                time.sleep(0.05)
+            clock.stop()
+            latencies = sorted(
+                (clock.seen[k] - t) * 1000 for k, t in load.acked.items() if k in clock.seen
+            )
+            missing = len(load.acked) - len(latencies)
+
+            def pct(p: float) -> float:
+                return latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))]
+
+            return {
+                "target_rate": rate,
+                "achieved_rate": achieved,
+                "p50_ms": pct(50),
+                "p95_ms": pct(95),
+                "p99_ms": pct(99),
+                "max_ms": latencies[-1],
+                "missing": missing,
+                "samples_ms": latencies,
+            }
+    finally:
+        r.stop()
+        cluster.delete_namespace(ns)
+
+
+def _synthetic_stream(r: "redis.Redis", entries: int, objects: int) -> None:
+    pipe = r.pipeline(transaction=False)
+    body = PAYLOAD[:900]
+    for i in range(entries):
+        name = f"o-{i % objects}"
+        kind = ev.ADDED if i < objects else ev.MODIFIED
+        obj = (
+            f'{{"kind":"Job","metadata":{{"name":"{name}","namespace":"bench",'
+            f'"resourceVersion":"{i + 1000}"}},"spec":{{"x":"{body}"}}}}'
+        ).encode()
+        pipe.xadd(
+            "k8s:events",
+            ev.to_fields(
+                ev.StreamEvent(  # type: ignore[arg-type]
+                    type=kind,
+                    resource="jobs.batch.volcano.sh",
+                    kind="job",
+                    namespace="bench",
+                    name=name,
+                    uid=f"u-{i % objects}",
+                    rv=str(i + 1000),
+                    object=obj,
+                    received_ns=time.time_ns(),
+                )
+            ),
+        )
+        if i % 2000 == 1999:
+            pipe.execute()
+    pipe.execute()
+
+
+def replay(entries: int, objects: int) -> dict[str, float]:
+    """`kube2redis replay --rebuild` with 1 and 2 processes against the ceilings."""
+    r = Redis("replay")
+    client = r.client()
+    try:
+        _synthetic_stream(client, entries, objects)
+        figures: dict[str, float] = {}
+        for processes in (1, 2):
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "kube2redis",
+                    "--redis-url",
+                    r.url,
+                    "replay",
+                    "--from",
+                    "0",
+                    "--rebuild",
+                    "--processes",
+                    str(processes),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            rate = re.search(r"\(([\d,]+) events/s\)", out.stdout)
+            assert rate, out.stdout + out.stderr
+            figures[f"replay_{processes}p_events_per_s"] = float(rate.group(1).replace(",", ""))
+        # Ceiling: the same apply script, pipelined straight from one process, no decoding.
+        client.flushdb()
+        scripts = Scripts(client, Keys(), ApplySettings())
+        events = [
+            ev.StreamEvent(
+                type=ev.MODIFIED,
+                resource="jobs.batch.volcano.sh",
+                kind="job",
+                namespace="bench",
+                name=f"o-{i % objects}",
+                uid="u",
+                rv=str(i + 1000),
+                object=b'{"x":"' + PAYLOAD[:900].encode() + b'"}',
+                received_ns=0,
+            )
+            for i in range(min(entries, 200_000))
+        ]
+        began = time.perf_counter()
+        for i in range(0, len(events), 1000):
+            pipe = client.pipeline(transaction=False)
+            for e in events[i : i + 1000]:
+                scripts.apply(pipe, e, "", "0-0")
+            pipe.execute()
+        figures["evalsha_ceiling_per_s"] = len(events) / (time.perf_counter() - began)
+        began = time.perf_counter()
+        for i in range(0, len(events), 1000):
+            pipe = client.pipeline(transaction=False)
+            for e in events[i : i + 1000]:
+                pipe.xadd("ceiling", ev.to_fields(e))  # type: ignore[arg-type]
+            pipe.execute()
+        figures["xadd_ceiling_per_s"] = len(events) / (time.perf_counter() - began)
+        bench = subprocess.run(
+            [
+                "redis-benchmark",
+                "-p",
+                str(r.port),
+                "-n",
+                "200000",
+                "-P",
+                "64",
+                "-q",
+                "XADD",
+                "rb",
+                "*",
+                "f",
+                PAYLOAD[:900],
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        found = re.findall(r"([\d.]+) requests per second", bench.stdout.replace("\r", "\n"))
+        figures["redis_benchmark_xadd_per_s"] = float(found[-1]) if found else 0.0
+        return figures
+    finally:
+        r.stop()
+
+
+def spool_rates(batches: int) -> dict[str, float]:
+    """Spool write rate per fsync policy: batches of 100 events of about 3.5 KB."""
+    event = ev.StreamEvent(
+        type=ev.MODIFIED,
+        resource="jobs.batch.volcano.sh",
+        kind="job",
+        namespace="bench",
+        name="x",
+        uid="u",
+        rv="1",
+        object=job("x", "bench"),
+        received_ns=0,
+    )
+    payload = msgspec.msgpack.encode(SpoolBatch([event] * 100, {"s": "1"}))
+    figures = {}
+    for policy in ("always", "interval", "never"):
+        directory = SCRATCH / f"spool-bench-{policy}"
+        subprocess.run(["rm", "-rf", str(directory)], check=True)
+        spool = Spool(directory, max_bytes=1 << 34, fsync=policy)  # type: ignore[arg-type]
+        began = time.perf_counter()
+        for _ in range(batches):
+            spool.append(payload)
+        spool.close()
+        figures[f"spool_{policy}_events_per_s"] = 100 * batches / (time.perf_counter() - began)
+        subprocess.run(["rm", "-rf", str(directory)], check=True)
+    return figures
+
+
+def outage(cluster: Cluster, changes: int) -> dict[str, float]:
+    """Redis down while `changes` happen; drain rate and time to consistent after."""
+    ns = cluster.namespace("outage")
+    r = Redis("outage")
+    load = Load(cluster, ns)
+    try:
+        with running("kube2redis", cluster, ns, r, load) as system:
+            r.kill()
+            creates = changes // 2
+            names = [f"o-{i}" for i in range(creates)]
+            load.all(load.create, names)
+            load.all(lambda n: load.update(n, "1"), names[: changes - creates])
+            time.sleep(1.0)  # let the watcher spool the tail
+            spooled = _watcher_metric(system, "kube2redis_watcher_spool_bytes")
+            r.start()
+            restarted = time.monotonic()
+            while _watcher_metric(system, "kube2redis_watcher_spool_bytes") > 0:
+                time.sleep(0.02)
+            drained = time.monotonic() - restarted
+            verify = [
+                sys.executable,
+                "-m",
+                "kube2redis",
+                "--redis-url",
+                r.url,
+                "verify",
+                "--kubeconfig",
+                str(cluster.kubeconfig),
+                "--namespace",
+                ns,
+                "--resource",
+                "jobs.batch.volcano.sh",
+                "--retries",
+                "0",
+            ]
+            while subprocess.run(verify, capture_output=True, check=False).returncode != 0:
+                if time.monotonic() - restarted > 300:
+                    return {
+                        "drain_events_per_s": changes / drained,
+                        "drain_s": drained,
+                        "spooled_bytes": spooled,
+                        "consistent_s": float("nan"),
+                    }
+                time.sleep(0.2)
+            return {
+                "drain_events_per_s": changes / drained,
+                "drain_s": drained,
+                "spooled_bytes": spooled,
+                "consistent_s": time.monotonic() - restarted,
+            }
+    finally:
+        r.stop()
+        cluster.delete_namespace(ns)
+
+
+def _watcher_metric(system: System, name: str) -> float:
+    body = urllib.request.urlopen(
+        f"http://127.0.0.1:{system.watcher_port}/metrics", timeout=5
+    ).read()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in body.decode().splitlines()
+        if line.startswith(name)
+    )
+
+
+def scale(cluster: Cluster, objects: int) -> dict[str, float]:
+    """`objects` Jobs in scope: relist time and RSS of each process, against kubectl."""
+    ns = cluster.namespace("scale")
+    r = Redis("scale")
+    load = Load(cluster, ns, threads=8)
+    try:
+        load.all(load.create, [f"s-{i}" for i in range(objects)])
+        kubectl = [
+            str(cluster.local.bin_dir / "kubectl"),
+            f"--kubeconfig={cluster.kubeconfig}",
+            "get",
+            "jobs.batch.volcano.sh",
+            "-n",
+            ns,
+            "-o",
+            "json",
+        ]
+        began = time.perf_counter()
+        subprocess.run(kubectl, capture_output=True, check=True)
+        kubectl_s = time.perf_counter() - began
+        began = time.perf_counter()
+        system = System("kube2redis", cluster, ns, r.url)
+        client = r.client()
+        try:
+            while client.scard("k8s:index:job") < objects:
+                time.sleep(0.05)
+            mirrored_s = time.perf_counter() - began
+            time.sleep(2)
+            watcher_rss, projector_rss = (rss_mb(p.pid) for p in system.procs)
+        finally:
+            system.stop()
+        return {
+            "objects": objects,
+            "relist_to_redis_s": mirrored_s,
+            "kubectl_get_json_s": kubectl_s,
+            "watcher_rss_mb": watcher_rss,
+            "projector_rss_mb": projector_rss,
+        }
+    finally:
+        r.stop()
+        cluster.delete_namespace(ns)
