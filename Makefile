@@ -39,9 +39,11 @@ localcluster: ## build etcd, kube-apiserver, kube-controller-manager, kubectl fr
 	@bash deploy/localcluster/build.sh
 
 bench: venv localcluster ## every benchmark scenario; writes bench/results and bench/RESULTS.md
+	$(BIN)/pip install -q -e '.[test,bench]'
 	$(BIN)/python -m bench.run --full
 
 bench-quick: venv localcluster ## a smaller run of every scenario, under 5 minutes
+	$(BIN)/pip install -q -e '.[test,bench]'
 	$(BIN)/python -m bench.run --quick
 
 clean:
