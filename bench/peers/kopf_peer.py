@@ -2,42 +2,19 @@
 
     kopf run --standalone --namespace NS bench/peers/kopf_peer.py
 
-REDIS_URL names the Redis; the write is the same compare-and-set Lua as the
-Go peer's (hash, index, tombstone, change feed).
+REDIS_URL names the Redis; the write is the Go peer's compare-and-set Lua
+(informer-go/apply.lua: hash, index, tombstone, change feed).
 """
 
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 import kopf
 import redis.asyncio as aioredis
 
-APPLY = """
-local function newer(a, b)
-  if #a ~= #b then return #a > #b end
-  return a > b
-end
-local typ, rv = ARGV[1], ARGV[2]
-local stored = redis.call('HGET', KEYS[1], 'rv')
-if stored and ((typ == 'DELETED' and newer(stored, rv)) or
-               (typ ~= 'DELETED' and not newer(rv, stored))) then
-  return 'stale'
-end
-local tomb = redis.call('GET', KEYS[3])
-if tomb and not newer(rv, tomb) then return 'tombstoned' end
-if typ == 'DELETED' then
-  redis.call('DEL', KEYS[1])
-  redis.call('SREM', KEYS[2], ARGV[4])
-  redis.call('SET', KEYS[3], rv, 'EX', 604800)
-else
-  redis.call('HSET', KEYS[1], 'object', ARGV[3], 'rv', rv)
-  redis.call('SADD', KEYS[2], ARGV[4])
-end
-redis.call('XADD', KEYS[4], 'MAXLEN', '~', 100000, '*', 'key', KEYS[1], 'type', typ,
-           'rv', rv, 'phase', '')
-return 'applied'
-"""
+APPLY = (Path(__file__).parent / "informer-go" / "apply.lua").read_text()
 
 client = aioredis.Redis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
 script = client.register_script(APPLY)

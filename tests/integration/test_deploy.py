@@ -177,14 +177,20 @@ def test_cluster_check_reports_on_the_control_plane(kube: Kube) -> None:
         assert strict.returncode == 1 and "FAIL  no nodes" in strict.stdout
 
 
-def test_cluster_check_names_an_unreachable_cluster(tmp_path: Path, kube: Kube) -> None:
-    config = tmp_path / "kubeconfig"
+def _unreachable_kubeconfig(directory: Path, context: str) -> Path:
+    """A kubeconfig whose only cluster listens nowhere."""
+    config = directory / "kubeconfig"
     config.write_text(
-        "apiVersion: v1\nkind: Config\ncurrent-context: gone\n"
+        f"apiVersion: v1\nkind: Config\ncurrent-context: {context}\n"
         "clusters: [{name: x, cluster: {server: 'https://127.0.0.1:1'}}]\n"
         "users: [{name: u, user: {}}]\n"
-        "contexts: [{name: gone, context: {cluster: x, user: u}}]\n"
+        f"contexts: [{{name: {context}, context: {{cluster: x, user: u}}}}]\n"
     )
+    return config
+
+
+def test_cluster_check_names_an_unreachable_cluster(tmp_path: Path, kube: Kube) -> None:
+    config = _unreachable_kubeconfig(tmp_path, "gone")
     env = {**_script_env(kube), "KUBECONFIG": str(config)}
     result = _run("bash", "manifests/cluster-check.sh", env=env, check=False)
     assert result.returncode == 1
@@ -209,13 +215,7 @@ def test_volcano_install_errors_are_one_clear_line(tmp_path: Path, kube: Kube) -
     )
     assert no_kubectl.returncode == 1
     assert no_kubectl.stderr.strip() == "volcano: error: kubectl not found on PATH"
-    config = tmp_path / "kubeconfig"
-    config.write_text(
-        "apiVersion: v1\nkind: Config\ncurrent-context: far\n"
-        "clusters: [{name: x, cluster: {server: 'https://127.0.0.1:1'}}]\n"
-        "users: [{name: u, user: {}}]\n"
-        "contexts: [{name: far, context: {cluster: x, user: u}}]\n"
-    )
+    config = _unreachable_kubeconfig(tmp_path, "far")
     env = {**_script_env(kube), "KUBECONFIG": str(config)}
     unreachable = _run("bash", "manifests/volcano/install.sh", env=env, check=False)
     assert unreachable.returncode == 1

@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	_ "embed"
 	"encoding/json"
 	"flag"
 	"log"
@@ -22,31 +23,12 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 )
 
+//go:embed apply.lua
+var applyLua string
+
 // apply does what projector/apply.lua does for one object: compare resourceVersions
 // (longer is newer, equal length compares as text), write hash + index, feed a change.
-var apply = redis.NewScript(`
-local function newer(a, b)
-  if #a ~= #b then return #a > #b end
-  return a > b
-end
-local typ, rv = ARGV[1], ARGV[2]
-local stored = redis.call('HGET', KEYS[1], 'rv')
-if stored and ((typ == 'DELETED' and newer(stored, rv)) or (typ ~= 'DELETED' and not newer(rv, stored))) then
-  return 'stale'
-end
-local tomb = redis.call('GET', KEYS[3])
-if tomb and not newer(rv, tomb) then return 'tombstoned' end
-if typ == 'DELETED' then
-  redis.call('DEL', KEYS[1])
-  redis.call('SREM', KEYS[2], ARGV[4])
-  redis.call('SET', KEYS[3], rv, 'EX', 604800)
-else
-  redis.call('HSET', KEYS[1], 'object', ARGV[3], 'rv', rv)
-  redis.call('SADD', KEYS[2], ARGV[4])
-end
-redis.call('XADD', KEYS[4], 'MAXLEN', '~', 100000, '*', 'key', KEYS[1], 'type', typ, 'rv', rv, 'phase', '')
-return 'applied'
-`)
+var apply = redis.NewScript(applyLua)
 
 func main() {
 	kubeconfig := flag.String("kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig")
