@@ -78,6 +78,12 @@ class Projector:
                 self._lost(exc, stop)
             except redis.TimeoutError as exc:
                 self._lost(exc, stop)
+            except redis.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                # The stream or group was deleted under us (FLUSHALL, a restore): recreate.
+                log.warning("consumer group gone, recreating it: %s", exc)
+                self.connected = False
 
     def _lost(self, exc: Exception, stop: threading.Event) -> None:
         if self.connected:

@@ -24,8 +24,10 @@ def safe_min_id(r: "redis.Redis", stream: str, group: str, retention_s: float) -
     candidates = [f"{int((time.time() - retention_s) * 1000)}-0"]
     last = info["last-delivered-id"]
     candidates.append(last.decode() if isinstance(last, bytes) else str(last))
-    if info["pending"]:
-        oldest = r.xpending(stream, group)["min"]
+    # Ask XPENDING itself: the count in XINFO may already be stale, and an empty
+    # pending list has no "min".
+    oldest = r.xpending(stream, group)["min"] if info["pending"] else None
+    if oldest is not None:
         candidates.append(oldest.decode() if isinstance(oldest, bytes) else str(oldest))
     return min(candidates, key=_id_key)
 

@@ -76,7 +76,13 @@ def run(config: WatcherConfig, kube: KubeClient, r: "redis.Redis", keys: Keys) -
             target=reflector.run, args=(stop,), name=f"reflector {reflector.scope}", daemon=True
         ).start()
     log.info("watching %d scopes", len(reflectors), extra={"scopes": [f.scope for f in reflectors]})
-    stop.wait()
+    # The writer owns every write: if it dies the process must not linger half-alive
+    # (a supervisor or the kubelet restarts it, and the checkpoint makes that safe).
+    while not stop.wait(1.0):
+        if not writer_thread.is_alive():
+            log.error("the writer thread died; exiting so the watcher is restarted")
+            health.stop()
+            return 1
     writer_stop.set()
     writer_thread.join(config.shutdown_timeout_s)
     health.stop()

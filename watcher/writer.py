@@ -205,6 +205,9 @@ class StreamWriter:
                 trim(self._r, self._keys.stream, self._settings.group, self._settings.retention_s)
             except redis.RedisError as exc:
                 self._set_up(False, exc)
+            except Exception:
+                # Retention is housekeeping: a bug in it must not stop the appends.
+                log.exception("stream trim failed; appends go on, trimming retries later")
         if self.redis_up and now >= self._next_status:
             self._next_status = now + 5.0
             self._publish_status()
