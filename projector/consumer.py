@@ -79,7 +79,8 @@ class Projector:
             except redis.TimeoutError as exc:
                 self._lost(exc, stop)
             except redis.ResponseError as exc:
-                if "NOGROUP" not in str(exc):
+                # NOGROUP on the next read, UNBLOCKED for a read blocked at the time.
+                if "NOGROUP" not in str(exc) and "UNBLOCKED" not in str(exc):
                     raise
                 # The stream or group was deleted under us (FLUSHALL, a restore): recreate.
                 log.warning("consumer group gone, recreating it: %s", exc)

@@ -305,3 +305,27 @@ def test_retention_never_trims_what_the_group_has_not_acked(r: "redis.Redis") ->
     assert safe_min_id(r, KEYS.stream, "projector", retention_s=0) == ids[3]
     # Retention longer than the stream's age wins over the group.
     assert safe_min_id(r, KEYS.stream, "projector", retention_s=3600) < ids[0]
+
+
+def test_projector_recreates_a_deleted_group(r: "redis.Redis") -> None:
+    import threading
+
+    p = _projector(r, block_ms=50)
+    stop = threading.Event()
+    worker = threading.Thread(target=p.run, args=(stop,))
+    worker.start()
+    try:
+        r.xadd(KEYS.stream, ev.to_fields(_event(ev.ADDED, "before", "5")))  # type: ignore[arg-type]
+        wait_for = time.monotonic() + 10
+        while not r.exists(KEYS.state("job", "ns", "before")) and time.monotonic() < wait_for:
+            time.sleep(0.02)
+        r.delete(KEYS.stream)  # the stream and its group vanish (FLUSHALL, a restore)
+        r.xadd(KEYS.stream, ev.to_fields(_event(ev.ADDED, "after", "6")))  # type: ignore[arg-type]
+        wait_for = time.monotonic() + 10
+        while not r.exists(KEYS.state("job", "ns", "after")) and time.monotonic() < wait_for:
+            time.sleep(0.02)
+        assert r.exists(KEYS.state("job", "ns", "after"))
+    finally:
+        stop.set()
+        worker.join(10)
+    assert not worker.is_alive()
