@@ -177,9 +177,10 @@ def _specs(resources: tuple[str, ...]) -> list[ResourceSpec]:
 @option(
     "--linger-ms",
     type=click.FloatRange(min=0),
-    default=5.0,
+    default=0.0,
     show_default=True,
-    help="How long to wait for more events before appending a batch.",
+    help="Wait this long for more events before appending a batch. 0: append what is "
+    "queued at once (events arriving during an append form the next batch).",
 )
 @option(
     "--retention",

@@ -50,7 +50,10 @@ class Item(NamedTuple):
 
 class WriterSettings(msgspec.Struct, frozen=True):
     batch_size: int = 500
-    linger_s: float = 0.005
+    # No artificial wait by default: what queues up while one MULTI/EXEC is in flight
+    # becomes the next batch (group commit), so bursts batch and single events do not
+    # wait. Measured: linger 5 ms cost 5 ms at p50 and bought no throughput (bench/).
+    linger_s: float = 0.0
     group: str = "projector"
     retention_s: float = 24 * 3600.0
     trim_every_s: float = 10.0
