@@ -94,10 +94,9 @@ class Reflector:
             except KubeUnreachableError as exc:
                 self._fail(stop, exc)
             except KubeError as exc:
-                if exc.status == 429 or exc.status >= 500:
-                    self._fail(stop, exc)
-                else:
-                    self._fail(stop, exc)
+                self._fail(stop, exc)
+                # 429 and 5xx are the server's load or restart: same resourceVersion again.
+                if exc.status != 429 and exc.status < 500:
                     need_list = True
                     self.metrics.relists.labels(self._resource_name, "error").inc()
             except msgspec.DecodeError as exc:
