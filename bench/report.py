@@ -44,7 +44,7 @@ def write_all() -> None:
         data = _load(name)
         if not data:
             continue
-        lines += [f"## {name}", "", f"Target: {target}.", ""]
+        lines += [f"## {name}", "", f"Target: {target}. Mode: {data['mode']}.", ""]
         figures = data["figures"]
         if name in ("burst", "latency"):
             columns = sorted({k for f in figures.values() for k in f})
