@@ -231,11 +231,11 @@ class Spool:
     def __len__(self) -> int:
         return len(self._index)
 
-    def peek(self, limit: int) -> list[bytes]:
-        """Up to limit oldest payloads, without consuming them."""
+    def peek(self, limit: int, start: int = 0) -> list[bytes]:
+        """Up to limit payloads from the start-th oldest on, without consuming them."""
         with self._lock:
             out: list[bytes] = []
-            for position, length in self._index[:limit]:
+            for position, length in self._index[start : start + limit]:
                 with self._path(position.segment).open("rb") as f:
                     f.seek(position.offset + HEADER.size)
                     out.append(f.read(length))

@@ -58,7 +58,9 @@ class WriterSettings(msgspec.Struct, frozen=True):
     retention_s: float = 24 * 3600.0
     trim_every_s: float = 10.0
     redis_probe_every_s: float = 1.0
-    drain_records_per_tx: int = 16
+    # Spool records are whatever batches formed during the outage (often a handful
+    # of events): the drain packs records into transactions of about this many events.
+    drain_events_per_tx: int = 2000
     queue_size: int = 20000
 
 
@@ -128,9 +130,16 @@ class StreamWriter:
         self._spool.close()
         log.info("writer stopped", extra={"spooled_records": len(self._spool)})
 
+    def _idle_wait(self, stop: threading.Event) -> float:
+        """How long to wait for new events before housekeeping: not at all while a
+        spool waits to drain into a reachable Redis."""
+        if self.redis_up and len(self._spool):
+            return 0.001
+        return 0.05 if stop.is_set() else 0.2
+
     def _collect(self, stop: threading.Event) -> list[Item]:
         try:
-            first = self.queue.get(timeout=0.05 if stop.is_set() else 0.2)
+            first = self.queue.get(timeout=self._idle_wait(stop))
         except queue.Empty:
             return []
         batch = [first]
@@ -219,19 +228,26 @@ class StreamWriter:
         deadline = time.monotonic() + budget_s
         drained = 0
         while len(self._spool) and time.monotonic() < deadline:
-            payloads = self._spool.peek(self._settings.drain_records_per_tx)
             entries: list[StreamEvent] = []
             checkpoints: dict[str, str] = {}
-            for payload in payloads:
-                batch = _decode_batch(payload)
-                entries.extend(batch.entries)
-                checkpoints.update(batch.checkpoints)
+            records = 0
+            while len(entries) < self._settings.drain_events_per_tx:
+                chunk = self._spool.peek(32, start=records)
+                if not chunk:
+                    break
+                for payload in chunk:
+                    batch = _decode_batch(payload)
+                    entries.extend(batch.entries)
+                    checkpoints.update(batch.checkpoints)
+                    records += 1
+                    if len(entries) >= self._settings.drain_events_per_tx:
+                        break
             try:
                 self._write(entries, checkpoints)
             except redis.RedisError as exc:
                 self._set_up(False, exc)
                 break
-            self._spool.pop(len(payloads))
+            self._spool.pop(records)
             drained += len(entries)
         self._update_spool_gauges()
         if drained:

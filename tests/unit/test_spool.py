@@ -109,3 +109,10 @@ def test_pop_survives_a_restart_and_deletes_drained_segments(tmp_path: Path) -> 
 def test_every_fsync_policy_keeps_records_after_close(tmp_path: Path, policy: str) -> None:
     _fill(tmp_path, 4, fsync=policy)
     assert len(Spool(tmp_path)) == 4
+
+
+def test_peek_from_an_offset(tmp_path: Path) -> None:
+    _fill(tmp_path, 5)
+    spool = Spool(tmp_path)
+    assert spool.peek(2, start=3) == [b"record-3", b"record-4"]
+    assert spool.peek(2, start=5) == []
