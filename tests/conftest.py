@@ -19,14 +19,11 @@ import redis
 
 from kube2redis.localcluster.cluster import LocalCluster, default_cache_dir
 from tests.procs import Proc
-from tests.servers import REDIS_SERVER, Kube, RedisServer, docker_answers, in_ci
+from tests.servers import REDIS_SERVER, Kube, RedisServer, docker_answers, unavailable
 
 
 def _unavailable(what: str) -> None:
-    message = f"{what} is not available"
-    if in_ci():
-        pytest.fail(message + " (CI=true: this is an error, not a skip)")
-    pytest.skip(message)
+    unavailable(f"{what} is not available")
 
 
 # ---- Redis ---------------------------------------------------------------------------------
@@ -119,7 +116,7 @@ def _install_volcano_crds(kube: Kube) -> None:
 def local_cluster(kube: Kube) -> LocalCluster:
     """The local control plane itself, for tests that restart or compact it."""
     if kube.cluster is None:
-        pytest.skip("needs the local control plane (it restarts and compacts it)")
+        unavailable("needs the local control plane (it restarts and compacts it)")
     cluster: LocalCluster = kube.cluster
     return cluster
 

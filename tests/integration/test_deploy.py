@@ -6,9 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-from tests.servers import Kube, in_ci
+from tests.servers import Kube, unavailable
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -28,9 +26,7 @@ def _tracked(*patterns: str) -> list[str]:
 def _tool(name: str) -> str:
     found = shutil.which(name) or shutil.which(name, path=str(VENV_BIN))
     if not found:
-        if in_ci():
-            pytest.fail(f"{name} is not installed")
-        pytest.skip(f"{name} is not installed")
+        unavailable(f"{name} is not installed")
     return found
 
 

@@ -16,7 +16,7 @@ from common.objects import decode_head, decode_list_page, decode_status, decode_
 from kube2redis.localcluster.cluster import LocalCluster
 from kube2redis.localcluster.processes import alive
 from tests import procs
-from tests.servers import JOBS, Kube, vcjob, wait_until
+from tests.servers import JOBS, Kube, unavailable, vcjob, wait_until
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "manual" / "simple-job.yaml"
 
@@ -26,7 +26,7 @@ def etcd_cluster(kube: Kube, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     """A second control plane without the watch cache: every watch goes to etcd, so a
     compaction means 410 at once and a restart keeps old resourceVersions watchable."""
     if kube.cluster is None:
-        pytest.skip("needs the local control plane")
+        unavailable("needs the local control plane")
     cluster = LocalCluster(tmp_path_factory.mktemp("etcd-cluster") / "state", watch_cache=False)
     cluster.up()
     yield cluster
@@ -169,7 +169,7 @@ def test_cli_up_is_idempotent_and_recovers_from_a_killed_component(
 
 def test_cli_down_stops_exactly_its_pids(tmp_path: Path, kube: Kube) -> None:
     if kube.cluster is None:
-        pytest.skip("needs the local control plane")
+        unavailable("needs the local control plane")
     state_dir = tmp_path / "state"
     state = ["localcluster", "--state-dir", str(state_dir)]
     started = procs.run([*state, "up", "--no-volcano"], timeout_s=180)

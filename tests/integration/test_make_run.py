@@ -5,11 +5,10 @@ import signal
 import subprocess
 from pathlib import Path
 
-import pytest
 import redis
 
 from kube2redis.localcluster.processes import free_port
-from tests.servers import REDIS_SERVER, Kube, wait_until
+from tests.servers import REDIS_SERVER, Kube, unavailable, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -24,7 +23,7 @@ def _alive(pid: int) -> bool:
 
 def test_make_run_mirrors_the_example_job_and_stops_cleanly(kube: Kube, tmp_path: Path) -> None:
     if not REDIS_SERVER:
-        pytest.skip("redis-server is not installed")
+        unavailable("redis-server is not installed")
     run_dir = tmp_path / "run"
     redis_port = free_port()
     env = {

@@ -15,13 +15,13 @@ from cryptography.x509.oid import NameOID
 from common import redisconn
 from kube2redis.localcluster.processes import free_port
 from tests import procs as kprocs
-from tests.servers import REDIS_SERVER, RedisServer, wait_until
+from tests.servers import REDIS_SERVER, RedisServer, unavailable, wait_until
 
 
 @pytest.fixture
 def secured(tmp_path: Path) -> RedisServer:
     if not REDIS_SERVER:
-        pytest.skip("redis-server is not installed")
+        unavailable("redis-server is not installed")
     server = RedisServer(
         tmp_path / "redis",
         password="s3cret-pw",
@@ -85,7 +85,7 @@ def _tls_material(directory: Path) -> tuple[Path, Path, Path]:
 
 def test_tls(tmp_path: Path) -> None:
     if not REDIS_SERVER:
-        pytest.skip("redis-server is not installed")
+        unavailable("redis-server is not installed")
     crt, key, ca = _tls_material(tmp_path / "tls")
     port = free_port()
     proc = subprocess.Popen(

@@ -17,7 +17,7 @@ from common.objects import decode_watch_line, phase_of
 from kube2redis.localcluster.cluster import LocalCluster
 from tests.pipeline import KEYS
 from tests.procs import Proc
-from tests.servers import JOBS, Kube, vcjob, wait_until
+from tests.servers import JOBS, Kube, unavailable, vcjob, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -27,7 +27,7 @@ def volcano(kube: Kube, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ku
     """A control plane of its own with Volcano and kwok: its controllers act on every
     Volcano Job, which the other tests' thousands of jobs must not trigger."""
     if kube.cluster is None:
-        pytest.skip("needs the local control plane")
+        unavailable("needs the local control plane")
     cluster = LocalCluster(tmp_path_factory.mktemp("volcano") / "state", volcano=True)
     cluster.up()
     try:
