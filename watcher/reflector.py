@@ -86,7 +86,11 @@ class Reflector:
                 if need_list:
                     self._relist(stop)
                     need_list = False
-                self._watch(stop)
+                began = time.monotonic()
+                if not self._watch(stop) and time.monotonic() - began < 1.0:
+                    # A watch the server closed at once with nothing in it (client-go's
+                    # "very short watch"): back off instead of spinning on the server.
+                    stop.wait(self.backoff.next_delay())
             except GoneError:
                 log.info("watch expired (410 Gone), relisting", extra={"scope": self.scope})
                 self.metrics.relists.labels(self._resource_name, "gone").inc()
@@ -178,7 +182,8 @@ class Reflector:
 
     # ---- watch ----------------------------------------------------------------------------
 
-    def _watch(self, stop: threading.Event) -> None:
+    def _watch(self, stop: threading.Event) -> int:
+        """Watch until the server closes the stream; returns how many events came."""
         # Never watch from "" or "0": those replay synthetic ADDEDs out of rv order.
         assert self.rv and self.rv != "0"
         params = {
@@ -187,12 +192,14 @@ class Reflector:
             "timeoutSeconds": str(random.randint(*self.watch_timeout_s)),  # noqa: S311
             **self._selectors(),
         }
+        events = 0
         for line in self.kube.watch(self._path, params, read_timeout=self.read_timeout_s):
             if not line:
                 if not self.api_ok:
                     log.info("watch established", extra={"scope": self.scope, "rv": self.rv})
                 self.api_ok, self.last_error = True, ""
                 continue
+            events += 1
             received_ns = time.time_ns()
             self.metrics.last_event.set(received_ns / 1e9)
             event = decode_watch_line(line)
@@ -211,7 +218,8 @@ class Reflector:
             self.rv = meta.resourceVersion
             self._emit(self._object(event.type, obj, meta, received_ns), self.rv, stop)
             if stop.is_set() or self.writer.overflow.is_set():
-                return
+                break
+        return events
 
     # ---- entries --------------------------------------------------------------------------
 
