@@ -102,7 +102,16 @@ def main() -> None:
 
 
 def _write(name: str, data: dict[str, Any]) -> None:
-    (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=1, default=float))
+    # Latency keeps every sample for the CDF plot: written compact, rounded to 10 us.
+    if "samples_ms" in data:
+        data = {
+            **data,
+            "samples_ms": {k: [round(x, 2) for x in v] for k, v in data["samples_ms"].items()},
+        }
+        text = json.dumps(data, separators=(",", ":"), default=float)
+    else:
+        text = json.dumps(data, indent=1, default=float)
+    (RESULTS / f"{name}.json").write_text(text)
 
 
 if __name__ == "__main__":
