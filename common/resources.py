@@ -23,6 +23,15 @@ class ResourceSpec(msgspec.Struct, frozen=True):
     label_selector: str = ""
     field_selector: str = ""
 
+    def selector_params(self) -> dict[str, str]:
+        """The LIST/WATCH query parameters of the selectors that are set."""
+        params = {}
+        if self.label_selector:
+            params["labelSelector"] = self.label_selector
+        if self.field_selector:
+            params["fieldSelector"] = self.field_selector
+        return params
+
     @property
     def name(self) -> str:
         """``plural.group`` (``pods`` for the core group), as kubectl writes it."""

@@ -9,6 +9,7 @@ import msgspec
 import redis
 
 from common.keys import Keys
+from common.redisconn import text
 
 
 class GroupStatus(msgspec.Struct):
@@ -33,10 +34,6 @@ class Status(msgspec.Struct):
     local_spool_bytes: int | None
 
 
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _age_of(entry_id: str | None) -> float | None:
     if not entry_id:
         return None
@@ -48,28 +45,28 @@ def collect(r: "redis.Redis", keys: Keys, spool_dir: Path | None = None) -> Stat
     length = int(r.xlen(stream))
     first = r.xrange(stream, count=1)
     last = r.xrevrange(stream, count=1)
-    first_id = _s(first[0][0]) if first else None
-    last_id = _s(last[0][0]) if last else None
+    first_id = text(first[0][0]) if first else None
+    last_id = text(last[0][0]) if last else None
     groups = []
     if length or r.exists(stream):
         for g in r.xinfo_groups(stream):
-            name = _s(g["name"])
+            name = text(g["name"])
             oldest_age = None
             if g["pending"]:
                 oldest = r.xpending(stream, name)["min"]
-                oldest_age = _age_of(_s(oldest))
+                oldest_age = _age_of(text(oldest))
             groups.append(
                 GroupStatus(
                     name=name,
                     consumers=int(g["consumers"]),
                     pending=int(g["pending"]),
                     lag=g.get("lag"),
-                    last_delivered_id=_s(g["last-delivered-id"]),
+                    last_delivered_id=text(g["last-delivered-id"]),
                     oldest_pending_age_s=oldest_age,
                 )
             )
-    checkpoints = {_s(k): _s(v) for k, v in r.hgetall(keys.checkpoints).items()}
-    watchers = {_s(k): json.loads(v) for k, v in r.hgetall(keys.watchers).items()}
+    checkpoints = {text(k): text(v) for k, v in r.hgetall(keys.checkpoints).items()}
+    watchers = {text(k): json.loads(v) for k, v in r.hgetall(keys.watchers).items()}
     spool_bytes = None
     if spool_dir is not None and spool_dir.is_dir():
         spool_bytes = sum(p.stat().st_size for p in spool_dir.glob("*.seg"))

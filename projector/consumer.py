@@ -230,8 +230,7 @@ class Projector:
     def update_gauges(self) -> None:
         try:
             for g in self.r.xinfo_groups(self.keys.stream):
-                name = g["name"].decode() if isinstance(g["name"], bytes) else g["name"]
-                if name == self.settings.group:
+                if text(g["name"]) == self.settings.group:
                     self.metrics.pending.set(g["pending"])
                     self.metrics.lag.set(g.get("lag") or 0)
         except redis.RedisError:

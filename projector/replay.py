@@ -55,7 +55,7 @@ def replay(
     applier = Projector(r, keys, msgspec.structs.replace(settings, group=""), metrics)
     began = time.perf_counter()
     total = 0
-    cursor = "-" if start in ("0", "-") else start
+    cursor = _lowest(start)
     while True:
         rows = r.xrange(keys.stream, min=cursor, max=end, count=CHUNK)
         if not rows:
@@ -86,8 +86,8 @@ def replay_parallel(
     relist only deletes what is older than its list (DESIGN rules 1 and 3).
     """
     r = connect()
-    first = r.xrange(keys.stream, min="-" if start in ("0", "-") else start, max=end, count=1)
-    last = r.xrevrange(keys.stream, max=end, min="-" if start in ("0", "-") else start, count=1)
+    first = r.xrange(keys.stream, min=_lowest(start), max=end, count=1)
+    last = r.xrevrange(keys.stream, max=end, min=_lowest(start), count=1)
     if not first or not last:
         return ReplaySummary(0, 0.0, {}, 0)
     low, high = _ms(text(first[0][0])), _ms(text(last[0][0]))
@@ -97,7 +97,7 @@ def replay_parallel(
         for i in range(processes)
         if low + i * step <= high
     ]
-    bounds[0] = (start if start not in ("0",) else "-", bounds[0][1])
+    bounds[0] = (_lowest(start), bounds[0][1])
     bounds[-1] = (bounds[-1][0], end)
     context = multiprocessing.get_context("fork")
     done = context.Value("q", 0)
@@ -150,6 +150,11 @@ def _replay_slice(
             done.value += n
 
     out.put(replay(connect(), keys, settings, start, end, progress))
+
+
+def _lowest(start: str) -> str:
+    """`--from 0` means the whole stream, as XRANGE's "-" does."""
+    return "-" if start in ("0", "-") else start
 
 
 def _ms(entry_id: str) -> int:

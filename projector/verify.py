@@ -19,12 +19,7 @@ class Drift(msgspec.Struct, frozen=True):
 
 def live_objects(kube: KubeClient, resource: Resource, namespace: str) -> dict[str, str]:
     """member -> resourceVersion of every live object in scope (paginated LIST)."""
-    spec = resource.spec
-    params = {"limit": "500"}
-    if spec.label_selector:
-        params["labelSelector"] = spec.label_selector
-    if spec.field_selector:
-        params["fieldSelector"] = spec.field_selector
+    params = {"limit": "500", **resource.spec.selector_params()}
     out: dict[str, str] = {}
     while True:
         page = decode_list_page(kube.get(resource.path(namespace), params, timeout=60))

@@ -129,7 +129,7 @@ class Reflector:
     def _relist(self, stop: threading.Event) -> None:
         """Paginated LIST, framed by RELIST markers; the checkpoint moves only at the end."""
         members: list[str] = []
-        params: dict[str, str] = {"limit": str(PAGE_SIZE), **self._selectors()}
+        params: dict[str, str] = {"limit": str(PAGE_SIZE), **self.resource.spec.selector_params()}
         list_rv = ""
         began = time.monotonic()
         while True:
@@ -138,7 +138,7 @@ class Reflector:
             except KubeError as exc:
                 if exc.status == 410 and "continue" in params:
                     # The continue token expired mid-list: start over in one unpaginated list.
-                    params = self._selectors()
+                    params = self.resource.spec.selector_params()
                     members.clear()
                     list_rv = ""
                     continue
@@ -171,15 +171,6 @@ class Reflector:
             extra={"scope": self.scope},
         )
 
-    def _selectors(self) -> dict[str, str]:
-        spec = self.resource.spec
-        params = {}
-        if spec.label_selector:
-            params["labelSelector"] = spec.label_selector
-        if spec.field_selector:
-            params["fieldSelector"] = spec.field_selector
-        return params
-
     # ---- watch ----------------------------------------------------------------------------
 
     def _watch(self, stop: threading.Event) -> int:
@@ -190,7 +181,7 @@ class Reflector:
             "resourceVersion": self.rv,
             "allowWatchBookmarks": "true",
             "timeoutSeconds": str(random.randint(*self.watch_timeout_s)),  # noqa: S311
-            **self._selectors(),
+            **self.resource.spec.selector_params(),
         }
         events = 0
         for line in self.kube.watch(self._path, params, read_timeout=self.read_timeout_s):

@@ -5,6 +5,8 @@ import time
 
 import redis
 
+from common.redisconn import text
+
 log = logging.getLogger(__name__)
 
 
@@ -23,12 +25,12 @@ def safe_min_id(r: "redis.Redis", stream: str, group: str, retention_s: float) -
         return None
     candidates = [f"{int((time.time() - retention_s) * 1000)}-0"]
     last = info["last-delivered-id"]
-    candidates.append(last.decode() if isinstance(last, bytes) else str(last))
+    candidates.append(text(last))
     # Ask XPENDING itself: the count in XINFO may already be stale, and an empty
     # pending list has no "min".
     oldest = r.xpending(stream, group)["min"] if info["pending"] else None
     if oldest is not None:
-        candidates.append(oldest.decode() if isinstance(oldest, bytes) else str(oldest))
+        candidates.append(text(oldest))
     return min(candidates, key=_id_key)
 
 
