@@ -234,12 +234,21 @@ class Spool:
     def peek(self, limit: int, start: int = 0) -> list[bytes]:
         """Up to limit payloads from the start-th oldest on, without consuming them."""
         with self._lock:
-            out: list[bytes] = []
-            for position, length in self._index[start : start + limit]:
-                with self._path(position.segment).open("rb") as f:
-                    f.seek(position.offset + HEADER.size)
-                    out.append(f.read(length))
-            return out
+            return self._read(self._index[start : start + limit])
+
+    def _read(self, wanted: list[tuple[Position, int]]) -> list[bytes]:
+        out: list[bytes] = []
+        fds: dict[int, int] = {}
+        try:
+            for position, length in wanted:
+                fd = fds.get(position.segment)
+                if fd is None:
+                    fd = fds[position.segment] = os.open(self._path(position.segment), os.O_RDONLY)
+                out.append(os.pread(fd, length, position.offset + HEADER.size))
+        finally:
+            for fd in fds.values():
+                os.close(fd)
+        return out
 
     def pop(self, count: int) -> None:
         """Mark the count oldest records consumed (after they reached Redis)."""
@@ -260,7 +269,5 @@ class Spool:
         """Every unconsumed payload, oldest first (startup uses it for checkpoints)."""
         with self._lock:
             snapshot = list(self._index)
-        for position, length in snapshot:
-            with self._path(position.segment).open("rb") as f:
-                f.seek(position.offset + HEADER.size)
-                yield f.read(length)
+        for start in range(0, len(snapshot), 256):
+            yield from self._read(snapshot[start : start + 256])

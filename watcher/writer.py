@@ -19,9 +19,10 @@ import msgspec
 import redis
 
 from common import rv as rvs
-from common.events import StreamEvent, to_fields
+from common.events import StreamEvent
 from common.keys import Keys
 from common.redisconn import text
+from watcher.append import Transaction
 from watcher.metrics import WatcherMetrics
 from watcher.retention import trim
 from watcher.spool import Spool, SpoolFullError
@@ -76,6 +77,8 @@ class StreamWriter:
         settings: WriterSettings,
     ) -> None:
         self._r, self._keys, self._spool = r, keys, spool
+        self._stream_key = keys.stream.encode()
+        self._checkpoints_key = keys.checkpoints.encode()
         self._metrics, self._settings = metrics, settings
         self.queue: queue.Queue[Item] = queue.Queue(maxsize=settings.queue_size)
         # Set while the spool is full: reflectors stop reading and relist when it clears.
@@ -184,13 +187,13 @@ class StreamWriter:
 
     def _write(self, entries: list[StreamEvent], checkpoints: dict[str, str]) -> None:
         started = time.perf_counter()
-        pipe = self._r.pipeline(transaction=True)
+        tx = Transaction()
         for event in entries:
-            pipe.xadd(self._keys.stream, to_fields(event))  # type: ignore[arg-type]
+            tx.xadd(self._stream_key, event)
         if checkpoints:
             # Same MULTI/EXEC as the entries: the checkpoint never runs ahead of the stream.
-            pipe.hset(self._keys.checkpoints, mapping=checkpoints)  # type: ignore[arg-type]
-        pipe.execute()
+            tx.hset(self._checkpoints_key, checkpoints)
+        tx.execute(self._r)
         self._metrics.append_seconds.observe(time.perf_counter() - started)
         self._metrics.events_out.inc(len(entries))
 
@@ -232,7 +235,7 @@ class StreamWriter:
             checkpoints: dict[str, str] = {}
             records = 0
             while len(entries) < self._settings.drain_events_per_tx:
-                chunk = self._spool.peek(32, start=records)
+                chunk = self._spool.peek(256, start=records)
                 if not chunk:
                     break
                 for payload in chunk:

@@ -1,0 +1,119 @@
+"""The watcher's hand-packed MULTI/EXEC against a real redis-server: what it
+appends reads back as the same events, and a refused transaction applies nothing."""
+
+import pytest
+import redis
+
+from common import events as ev
+from tests.servers import RedisServer
+from watcher.append import Transaction
+
+STREAM = b"k8s:events"
+CHECKPOINTS = b"k8s:checkpoints"
+
+
+def _events() -> list[ev.StreamEvent]:
+    job = b'{"kind":"Job","metadata":{"name":"a","namespace":"ns","resourceVersion":"7"}}'
+    return [
+        ev.StreamEvent(
+            type=ev.ADDED,
+            resource="jobs.batch.volcano.sh",
+            kind="job",
+            namespace="ns",
+            name="a",
+            uid="u-1",
+            rv="7",
+            object=job + b" \r\n$3\r\n*1\r\n",  # protocol bytes inside an object stay data
+            received_ns=1_700_000_000_000_000_001,
+        ),
+        ev.StreamEvent(
+            type=ev.DELETED,
+            resource="jobs.batch.volcano.sh",
+            kind="job",
+            namespace="ns",
+            name="a",
+            uid="u-1",
+            rv="8",
+            object=b"",
+            received_ns=2,
+        ),
+        ev.StreamEvent(
+            type=ev.RELIST_END,
+            resource="queues.scheduling.volcano.sh",
+            kind="queue",
+            namespace="",
+            rv="9",
+            received_ns=3,
+            members=ev.encode_members(["default", "über"]),
+        ),
+        ev.StreamEvent(
+            type=ev.MODIFIED,
+            resource="pods",
+            kind="pod",
+            namespace="ns",
+            name="p",
+            rv="10",
+            object=b"x" * 300_000,
+            received_ns=4,
+        ),
+    ]
+
+
+def test_entries_read_back_as_the_events_sent(r: "redis.Redis") -> None:
+    tx = Transaction()
+    sent = _events()
+    for event in sent:
+        tx.xadd(STREAM, event)
+    tx.hset(CHECKPOINTS, {"jobs.batch.volcano.sh/": "8", "pods/ns": "10"})
+
+    replies = tx.execute(r)
+
+    entries = r.xrange(STREAM)
+    assert [entry_id for entry_id, _ in entries] == replies[: len(sent)]
+    assert [ev.from_fields(fields) for _, fields in entries] == sent
+    assert r.hgetall(CHECKPOINTS) == {b"jobs.batch.volcano.sh/": b"8", b"pods/ns": b"10"}
+
+
+def test_refused_transaction_applies_nothing_and_the_client_goes_on(r: "redis.Redis") -> None:
+    # An ACL user allowed to append but not to move checkpoints: Redis refuses the
+    # HSET when it is queued, so EXEC aborts the whole transaction.
+    r.acl_setuser(
+        "appender",
+        enabled=True,
+        passwords=["+secret"],
+        keys=["k8s:*"],
+        commands=["+xadd", "+multi", "+exec", "+ping"],
+    )
+    kwargs = r.connection_pool.connection_kwargs
+    appender = redis.Redis(
+        host=kwargs["host"],
+        port=kwargs["port"],
+        username="appender",
+        password="secret",
+        socket_timeout=5,
+    )
+    tx = Transaction()
+    tx.xadd(STREAM, _events()[0])
+    tx.hset(CHECKPOINTS, {"jobs.batch.volcano.sh/": "7"})
+
+    with pytest.raises(redis.ResponseError, match="no permissions to run the 'hset' command"):
+        tx.execute(appender)
+
+    assert r.xlen(STREAM) == 0
+    assert r.exists(CHECKPOINTS) == 0
+    retry = Transaction()
+    retry.xadd(STREAM, _events()[0])
+    retry.execute(appender)
+    assert r.xlen(STREAM) == 1
+
+
+def test_redis_killed_mid_run_raises_a_connection_error(redis_server: RedisServer) -> None:
+    client = redis_server.client(socket_connect_timeout=2)
+    first = Transaction()
+    first.xadd(STREAM, _events()[0])
+    first.execute(client)  # a pooled connection now exists
+    redis_server.kill()
+    again = Transaction()
+    again.xadd(STREAM, _events()[1])
+    with pytest.raises(redis.ConnectionError):
+        again.execute(client)
