@@ -6,12 +6,12 @@ COPY common ./common
 COPY watcher ./watcher
 COPY projector ./projector
 COPY kube2redis ./kube2redis
-RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[hiredis]'
+RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.11-slim
 RUN useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin kube2redis
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir --no-index --find-links /wheels 'kube2redis[hiredis]==0.1.0' \
+RUN pip install --no-cache-dir --no-index --find-links /wheels 'kube2redis==0.1.0' \
     && rm -rf /wheels
 RUN mkdir /spool && chown 10001:10001 /spool
 USER 10001

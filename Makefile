@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run stop test test-unit check lint typecheck localcluster venv bench bench-quick clean
+.PHONY: run stop test test-unit check lint typecheck localcluster venv bench bench-quick bench-profile clean
 
 run: venv localcluster ## mirror a cluster into Redis (local control plane if none is configured)
 	@bash deploy/run-local.sh
@@ -45,6 +45,10 @@ bench: venv localcluster ## every benchmark scenario; writes bench/results and b
 bench-quick: venv localcluster ## a smaller run of every scenario, under 5 minutes
 	$(BIN)/pip install -q -e '.[test,bench]'
 	$(BIN)/python -m bench.run --quick
+
+bench-profile: venv localcluster ## py-spy profiles of the watcher and projector under a burst
+	$(BIN)/pip install -q -e '.[test,bench]'
+	$(BIN)/python -m bench.profile
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info

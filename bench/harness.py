@@ -5,6 +5,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -279,6 +280,8 @@ class System:
         }
         out = self.log.open("ab")
         exe = [sys.executable, "-m", "kube2redis"]
+        # What each of procs is, in the same order (the profiler names files after it).
+        self.roles: list[str] = ["watcher", "projector"] if name == "kube2redis" else [name]
         self.watcher_port = free_port()
         if name == "kube2redis":
             self.procs.append(
@@ -355,6 +358,67 @@ class System:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextmanager
+def cpu_used(system: System) -> Iterator[dict[str, float]]:
+    """The dict yielded gets each role's CPU seconds over the block when it ends."""
+    used: dict[str, float] = {}
+    roles = list(zip(system.roles, system.procs, strict=True))
+    before = {role: cpu_seconds(proc.pid) for role, proc in roles}
+    try:
+        yield used
+    finally:
+        for role, proc in roles:
+            used[role] = cpu_seconds(proc.pid) - before[role]
+
+
+@contextmanager
+def profiling(system: System, directory: Path | None) -> Iterator[None]:
+    """py-spy on every process of the system while the block runs (nothing if no
+    directory): one collapsed-stack file per role, aggregated by function."""
+    if directory is None:
+        yield
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    spies = [
+        subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "py-spy"),
+                "record",
+                "--pid",
+                str(proc.pid),
+                "--format",
+                "raw",
+                "--function",
+                "--nonblocking",
+                "--rate",
+                "200",
+                "--output",
+                str(directory / f"{role}.collapsed"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for role, proc in zip(system.roles, system.procs, strict=True)
+    ]
+    try:
+        yield
+    finally:
+        for spy in spies:
+            spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+        for spy in spies:
+            try:
+                spy.wait(30)
+            except subprocess.TimeoutExpired:
+                spy.kill()
+                spy.wait(5)
 
 
 def build_informer_go() -> None:

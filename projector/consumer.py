@@ -5,6 +5,7 @@ import os
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,8 +15,9 @@ import redis
 from common import events as ev
 from common.keys import Keys
 from common.redisconn import text
+from common.resp import Batch
 from projector.metrics import ProjectorMetrics
-from projector.scripts import ApplySettings, Scripts
+from projector.scripts import ApplySettings, Scripts, is_noscript
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +50,7 @@ class Projector:
     ) -> None:
         self.r, self.keys, self.settings, self.metrics = r, keys, settings, metrics
         self.consumer = settings.consumer or default_consumer_name()
-        self.scripts = Scripts(r, keys, settings.apply)
+        self.scripts = Scripts(keys, settings.apply)
         self.connected = False
         self._read_own_pending = True
         self._next_reclaim = 0.0
@@ -122,7 +124,6 @@ class Projector:
         if not entries:
             return 0
         started = time.perf_counter()
-        pipe = self.r.pipeline(transaction=False)
         queued: list[tuple[str, ev.StreamEvent | None]] = []
         dead: list[tuple[str, dict[Any, Any], str]] = []
         for raw_id, fields in entries:
@@ -131,7 +132,6 @@ class Projector:
                 # Trimmed while pending (Redis 7 keeps the id, drops the fields).
                 self.metrics.trimmed_pending.inc()
                 if self.settings.group:
-                    pipe.xack(self.keys.stream, self.settings.group, entry_id)
                     queued.append((entry_id, None))
                 continue
             try:
@@ -139,37 +139,57 @@ class Projector:
             except ev.MalformedEntryError as exc:
                 dead.append((entry_id, fields, str(exc)))
                 continue
-            self._queue(pipe, event, entry_id)
             queued.append((entry_id, event))
-        results = pipe.execute(raise_on_error=False) if queued else []
+        results = self._run(queued)
         now_ns = time.time_ns()
+        outcomes: Counter[str] = Counter()
         for (entry_id, applied), result in zip(queued, results, strict=True):
             if applied is None:
                 continue
             if isinstance(result, Exception):
                 dead.append((entry_id, dict(ev.to_fields(applied)), f"apply failed: {result}"))
                 continue
-            outcome = result.decode() if isinstance(result, bytes) else "relist"
-            self.metrics.results.labels(outcome).inc()
+            outcomes[result.decode() if isinstance(result, bytes) else "relist"] += 1
             if not applied.is_marker:
                 self.metrics.latency.observe(max(0, now_ns - applied.received_ns) / 1e9)
+        for outcome, count in outcomes.items():
+            self.metrics.results.labels(outcome).inc(count)
         if dead:
             self.dead_letter(dead)
         self.metrics.events_in.inc(len(entries))
         self.metrics.apply_seconds.observe(time.perf_counter() - started)
         return len(entries)
 
-    def _queue(self, pipe: Any, event: ev.StreamEvent, entry_id: str) -> None:
+    def _run(self, queued: list[tuple[str, ev.StreamEvent | None]]) -> list[object]:
+        """One reply per queued entry; reloads the scripts and resends on NOSCRIPT."""
+        results = self._batch(queued).send(self.r) if queued else []
+        missing = [i for i, result in enumerate(results) if is_noscript(result)]
+        if missing:
+            # Redis lost its script cache (a restart, SCRIPT FLUSH): what failed did
+            # nothing, so sending the same calls again, in order, is safe.
+            log.info("redis lost the apply scripts; loading them again")
+            self.scripts.load(self.r)
+            again = self._batch([queued[i] for i in missing]).send(self.r)
+            for i, result in zip(missing, again, strict=True):
+                results[i] = result
+        return results
+
+    def _batch(self, queued: list[tuple[str, ev.StreamEvent | None]]) -> Batch:
+        batch = Batch()
         group = self.settings.group
-        if event.type == ev.RELIST_END:
-            self.scripts.relist_end(pipe, event, group, entry_id)
-        elif event.type == ev.RELIST_BEGIN:
-            if group:
-                pipe.xack(self.keys.stream, group, entry_id)
+        for entry_id, event in queued:
+            if event is None:
+                batch.add(b"XACK", self.keys.stream, group, entry_id)
+            elif event.type == ev.RELIST_END:
+                self.scripts.relist_end(batch, event, group, entry_id)
+            elif event.type == ev.RELIST_BEGIN:
+                if group:
+                    batch.add(b"XACK", self.keys.stream, group, entry_id)
+                else:
+                    batch.add(b"ECHO", b"relist")
             else:
-                pipe.echo("relist")
-        else:
-            self.scripts.apply(pipe, event, group, entry_id)
+                self.scripts.apply(batch, event, group, entry_id)
+        return batch
 
     def dead_letter(self, dead: Sequence[tuple[str, dict[Any, Any], str]]) -> None:
         """Move entries to the dead-letter stream with the reason and original id; ack."""

@@ -1,19 +1,21 @@
 """Calls of the two Lua scripts, with their KEYS and ARGV laid out in one place.
 
-redis-py's Script objects run EVALSHA and reload the script on NOSCRIPT, also
-inside pipelines.
+Calls are EVALSHA commands added to a hand-packed batch (common/resp.py); a
+NOSCRIPT reply (Redis restarted or its script cache flushed) is answered by
+load() and a resend of the same calls.
 """
 
+import hashlib
 from pathlib import Path
-from typing import Any
 
 import msgspec
 import redis
-from redis.commands.core import Script
+from redis.exceptions import NoScriptError
 
 from common.events import StreamEvent, decode_members
 from common.keys import Keys
 from common.objects import phase_of
+from common.resp import Arg, Batch
 
 
 class ApplySettings(msgspec.Struct, frozen=True):
@@ -21,20 +23,38 @@ class ApplySettings(msgspec.Struct, frozen=True):
     changes_maxlen: int = 100_000
 
 
-def _load(name: str) -> str:
-    return Path(__file__).with_name(name).read_text()
+class Script(msgspec.Struct, frozen=True):
+    source: bytes
+    sha: bytes
+
+    @classmethod
+    def read(cls, name: str) -> "Script":
+        source = Path(__file__).with_name(name).read_bytes()
+        return cls(source, hashlib.sha1(source, usedforsecurity=False).hexdigest().encode())
+
+    def call(self, batch: Batch, keys: list[str], args: list[Arg]) -> None:
+        batch.add(b"EVALSHA", self.sha, len(keys), *keys, *args)
+
+
+def is_noscript(reply: object) -> bool:
+    return isinstance(reply, NoScriptError)
 
 
 class Scripts:
-    """The apply and relist scripts bound to one client and key layout."""
+    """The apply and relist scripts for one key layout."""
 
-    def __init__(self, r: "redis.Redis", keys: Keys, settings: ApplySettings) -> None:
+    def __init__(self, keys: Keys, settings: ApplySettings) -> None:
         self.keys, self.settings = keys, settings
-        self.apply_script: Script = r.register_script(_load("apply.lua"))
-        self.relist_script: Script = r.register_script(_load("relist.lua"))
+        self.apply_script = Script.read("apply.lua")
+        self.relist_script = Script.read("relist.lua")
 
-    def apply(self, pipe: Any, event: StreamEvent, group: str, entry_id: str) -> None:
-        """Queue the change an object event makes (and the entry's XACK) on pipe."""
+    def load(self, r: "redis.Redis") -> None:
+        """Put both scripts in Redis's script cache."""
+        for script in (self.apply_script, self.relist_script):
+            r.script_load(script.source)
+
+    def apply(self, batch: Batch, event: StreamEvent, group: str, entry_id: str) -> None:
+        """Add the change an object event makes (and the entry's XACK) to batch."""
         k = self.keys
         member = k.member(event.namespace, event.name)
         keys = [
@@ -48,7 +68,7 @@ class Scripts:
             k.relist_members(event.kind, ""),
             k.stream,
         ]
-        args: list[str | bytes | int] = [
+        args: list[Arg] = [
             event.type,
             event.rv,
             event.object,
@@ -60,10 +80,10 @@ class Scripts:
             group,
             entry_id,
         ]
-        self.apply_script(keys=keys, args=args, client=pipe)
+        self.apply_script.call(batch, keys, args)
 
-    def relist_end(self, pipe: Any, event: StreamEvent, group: str, entry_id: str) -> None:
-        """Queue a RELIST_END: record the listed members and sweep what vanished."""
+    def relist_end(self, batch: Batch, event: StreamEvent, group: str, entry_id: str) -> None:
+        """Add a RELIST_END: record the listed members and sweep what vanished."""
         k = self.keys
         keys = [
             k.index(event.kind),
@@ -72,7 +92,7 @@ class Scripts:
             k.changes,
             k.stream,
         ]
-        args: list[str | int] = [
+        args: list[Arg] = [
             event.rv,
             event.namespace,
             k.state(event.kind, "", ""),
@@ -83,4 +103,4 @@ class Scripts:
             entry_id,
             *decode_members(event.members),
         ]
-        self.relist_script(keys=keys, args=args, client=pipe)
+        self.relist_script.call(batch, keys, args)

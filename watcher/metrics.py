@@ -34,6 +34,19 @@ class WatcherMetrics:
         self.spool_records = Gauge(
             "kube2redis_watcher_spool_records", "Batches waiting in the spool", registry=r
         )
+        self.drained = Counter(
+            "kube2redis_watcher_events_drained", "Entries moved from the spool to Redis", registry=r
+        )
+        self.last_drain_seconds = Gauge(
+            "kube2redis_watcher_last_drain_seconds",
+            "How long the last complete spool drain took, first append to empty spool",
+            registry=r,
+        )
+        self.last_drain_events = Gauge(
+            "kube2redis_watcher_last_drain_events",
+            "Entries the last complete spool drain moved",
+            registry=r,
+        )
         self.reconnects = Counter(
             "kube2redis_watcher_reconnects", "Reconnections", ["target"], registry=r
         )

@@ -22,7 +22,7 @@ from common import rv as rvs
 from common.events import StreamEvent
 from common.keys import Keys
 from common.redisconn import text
-from watcher.append import Transaction
+from watcher.append import append_batch
 from watcher.metrics import WatcherMetrics
 from watcher.retention import trim
 from watcher.spool import Spool, SpoolFullError
@@ -88,6 +88,9 @@ class StreamWriter:
         self._next_trim = 0.0
         self._next_status = 0.0
         self._last_event_ns = 0
+        # A drain spans many housekeeping rounds: when it began and what it moved so far.
+        self._drain_began: float | None = None
+        self._drain_events = 0
         self.watcher_id = f"{socket.gethostname()}-{os.getpid()}"
         self._update_spool_gauges()
 
@@ -187,13 +190,9 @@ class StreamWriter:
 
     def _write(self, entries: list[StreamEvent], checkpoints: dict[str, str]) -> None:
         started = time.perf_counter()
-        tx = Transaction()
-        for event in entries:
-            tx.xadd(self._stream_key, event)
-        if checkpoints:
-            # Same MULTI/EXEC as the entries: the checkpoint never runs ahead of the stream.
-            tx.hset(self._checkpoints_key, checkpoints)
-        tx.execute(self._r)
+        append_batch(
+            self._stream_key, self._checkpoints_key, entries, checkpoints
+        ).send_transaction(self._r)
         self._metrics.append_seconds.observe(time.perf_counter() - started)
         self._metrics.events_out.inc(len(entries))
 
@@ -229,6 +228,8 @@ class StreamWriter:
 
     def _drain(self, budget_s: float) -> None:
         deadline = time.monotonic() + budget_s
+        if self._drain_began is None:
+            self._drain_began, self._drain_events = time.monotonic(), 0
         drained = 0
         while len(self._spool) and time.monotonic() < deadline:
             entries: list[StreamEvent] = []
@@ -253,7 +254,20 @@ class StreamWriter:
             self._spool.pop(records)
             drained += len(entries)
         self._update_spool_gauges()
-        if drained:
+        self._metrics.drained.inc(drained)
+        self._drain_events += drained
+        if len(self._spool) == 0:
+            took = time.monotonic() - self._drain_began
+            self._metrics.last_drain_seconds.set(took)
+            self._metrics.last_drain_events.set(self._drain_events)
+            log.info(
+                "spool drained: %d entries in %.2f s",
+                self._drain_events,
+                took,
+                extra={"drained": self._drain_events, "seconds": round(took, 3)},
+            )
+            self._drain_began = None
+        elif drained:
             log.info(
                 "drained %d entries from the spool, %d records left",
                 drained,

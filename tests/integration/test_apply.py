@@ -238,6 +238,28 @@ def test_bad_entries_go_to_dead_letters_and_the_projector_goes_on(r: "redis.Redi
     assert r.xpending(KEYS.stream, "projector")["pending"] == 0
 
 
+def test_a_flushed_script_cache_is_reloaded_and_nothing_is_dead_lettered(
+    r: "redis.Redis",
+) -> None:
+    p = _projector(r)
+    p.ensure_group()
+    first = _history()[:6]
+    for e in first:
+        r.xadd(KEYS.stream, ev.to_fields(e))  # type: ignore[arg-type]
+    p.step()
+    # What a Redis restart or a failover does to the scripts the projector relies on.
+    r.script_flush()
+    for e in _history()[6:]:
+        r.xadd(KEYS.stream, ev.to_fields(e))  # type: ignore[arg-type]
+    p.step()
+
+    assert r.xlen(KEYS.dead_letter) == 0
+    assert r.xpending(KEYS.stream, "projector")["pending"] == 0
+    assert r.smembers(KEYS.index("job")) == {b"ns:b", b"ns:c"}
+    assert r.hget(KEYS.state("job", "ns", "c"), "rv") == b"19"
+    assert r.get(KEYS.tombstone("job", "ns", "a")) == b"17"
+
+
 def test_poison_entry_is_dead_lettered_after_max_deliveries(r: "redis.Redis") -> None:
     p = _projector(r, max_deliveries=3, reclaim_idle_ms=100)
     p.ensure_group()

@@ -92,8 +92,12 @@ def test_redis_killed_for_10s_during_a_burst_loses_nothing(
         lambda: metric(watcher, "kube2redis_watcher_spool_bytes") == 0, 30, "the spool to drain"
     )
     assert_order_per_object(stream_versions(r, namespace))
-    assert metric(watcher, "kube2redis_watcher_events_spooled_total") > 0
-    assert "drained" in watcher.text()
+    spooled = metric(watcher, "kube2redis_watcher_events_spooled_total")
+    assert spooled > 0
+    # Everything spooled went out through the drain, and the drain says so.
+    assert metric(watcher, "kube2redis_watcher_events_drained_total") == spooled
+    assert metric(watcher, "kube2redis_watcher_last_drain_events") == spooled
+    assert "spool drained:" in watcher.text()
 
 
 def test_watcher_killed_mid_burst_resumes_from_its_checkpoint(

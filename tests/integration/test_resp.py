@@ -1,12 +1,14 @@
-"""The watcher's hand-packed MULTI/EXEC against a real redis-server: what it
-appends reads back as the same events, and a refused transaction applies nothing."""
+"""Hand-packed command batches (common/resp.py) against a real redis-server: what
+the watcher appends reads back as the same events, a refused transaction applies
+nothing, a pipeline reports each error in its place."""
 
 import pytest
 import redis
 
 from common import events as ev
+from common.resp import Batch
 from tests.servers import RedisServer
-from watcher.append import Transaction
+from watcher.append import append_batch
 
 STREAM = b"k8s:events"
 CHECKPOINTS = b"k8s:checkpoints"
@@ -60,13 +62,10 @@ def _events() -> list[ev.StreamEvent]:
 
 
 def test_entries_read_back_as_the_events_sent(r: "redis.Redis") -> None:
-    tx = Transaction()
     sent = _events()
-    for event in sent:
-        tx.xadd(STREAM, event)
-    tx.hset(CHECKPOINTS, {"jobs.batch.volcano.sh/": "8", "pods/ns": "10"})
+    checkpoints = {"jobs.batch.volcano.sh/": "8", "pods/ns": "10"}
 
-    replies = tx.execute(r)
+    replies = append_batch(STREAM, CHECKPOINTS, sent, checkpoints).send_transaction(r)
 
     entries = r.xrange(STREAM)
     assert [entry_id for entry_id, _ in entries] == replies[: len(sent)]
@@ -92,28 +91,40 @@ def test_refused_transaction_applies_nothing_and_the_client_goes_on(r: "redis.Re
         password="secret",
         socket_timeout=5,
     )
-    tx = Transaction()
-    tx.xadd(STREAM, _events()[0])
-    tx.hset(CHECKPOINTS, {"jobs.batch.volcano.sh/": "7"})
+    tx = append_batch(STREAM, CHECKPOINTS, _events()[:1], {"jobs.batch.volcano.sh/": "7"})
 
     with pytest.raises(redis.ResponseError, match="no permissions to run the 'hset' command"):
-        tx.execute(appender)
+        tx.send_transaction(appender)
 
     assert r.xlen(STREAM) == 0
     assert r.exists(CHECKPOINTS) == 0
-    retry = Transaction()
-    retry.xadd(STREAM, _events()[0])
-    retry.execute(appender)
+    append_batch(STREAM, CHECKPOINTS, _events()[:1], {}).send_transaction(appender)
     assert r.xlen(STREAM) == 1
 
 
 def test_redis_killed_mid_run_raises_a_connection_error(redis_server: RedisServer) -> None:
     client = redis_server.client(socket_connect_timeout=2)
-    first = Transaction()
-    first.xadd(STREAM, _events()[0])
-    first.execute(client)  # a pooled connection now exists
-    redis_server.kill()
-    again = Transaction()
-    again.xadd(STREAM, _events()[1])
+    append_batch(STREAM, CHECKPOINTS, _events()[:1], {}).send_transaction(client)
+    redis_server.kill()  # the pooled connection is now dead
     with pytest.raises(redis.ConnectionError):
-        again.execute(client)
+        append_batch(STREAM, CHECKPOINTS, _events()[1:2], {}).send_transaction(client)
+
+
+def test_pipeline_replies_keep_their_places_and_errors_do_not_stop_the_rest(
+    r: "redis.Redis",
+) -> None:
+    r.set("a-string", "v")
+    batch = Batch()
+    batch.add("SET", "k", b"x" * 4096)
+    batch.add("XADD", "a-string", "*", "f", "v")  # WRONGTYPE
+    batch.add("INCRBY", "n", 5)
+    batch.add("GET", "k")
+
+    replies = batch.send(r)
+
+    assert replies[0] == b"OK"
+    assert isinstance(replies[1], redis.ResponseError)
+    assert "WRONGTYPE" in str(replies[1])
+    assert replies[2:] == [5, b"x" * 4096]
+    assert r.ping()  # the connection went back to the pool in step
+    assert batch.send(r)[2] == 10
