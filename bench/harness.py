@@ -218,6 +218,8 @@ class ChangeClock:
     def __init__(self, r: "redis.Redis", prefix: str) -> None:
         self.r, self.prefix = r, prefix.encode()
         self.seen: dict[tuple[str, str], float] = {}
+        # Redis's clock when the change was applied (the change feed entry's id).
+        self.applied_ms: dict[tuple[str, str], int] = {}
         self.deleted = 0
         self.last_delete_at = 0.0
         self._stop = threading.Event()
@@ -236,7 +238,9 @@ class ChangeClock:
                     if not key.startswith(self.prefix):
                         continue
                     name = key.rsplit(b":", 1)[1].decode()
-                    self.seen[(name, f[b"rv"].decode())] = now
+                    change = (name, f[b"rv"].decode())
+                    self.seen[change] = now
+                    self.applied_ms[change] = int(last.split("-", 1)[0])
                     if f[b"type"] == b"DELETED":
                         self.deleted += 1
                         self.last_delete_at = now
@@ -398,6 +402,7 @@ def profiling(system: System, directory: Path | None) -> Iterator[None]:
                 "raw",
                 "--function",
                 "--nonblocking",
+                "--gil",  # only samples that hold the GIL: CPU, not waiting
                 "--rate",
                 "200",
                 "--output",

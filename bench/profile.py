@@ -55,9 +55,9 @@ def summary_markdown(objects: int, figures: dict[str, float]) -> str:
         "",
         f"Burst of {objects:,} Jobs created, updated and deleted ({events:,} events) through "
         f"kube2redis at {figures['events_per_s']:,.0f} events/s (the API server's pace). "
-        "py-spy at 200 Hz, non-blocking, samples aggregated by function; threads waiting "
-        "on a socket or a queue are not sampled. Collapsed stacks beside this file "
-        "(flamegraph.pl or speedscope draw them).",
+        "py-spy at 200 Hz, non-blocking, samples aggregated by function, only samples "
+        "holding the GIL (running Python, not waiting on a socket or a queue). "
+        "Collapsed stacks beside this file (flamegraph.pl or speedscope draw them).",
         "",
         "| process | CPU seconds | CPU per event |",
         "|---|---:|---:|",

@@ -110,22 +110,58 @@ def latency(cluster: Cluster, system: str, rate: int, seconds: float) -> dict[st
             )
             missing = len(load.acked) - len(latencies)
 
-            def pct(p: float) -> float:
-                return latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))]
-
+            stages = _stages(r.client(), ns, load.acked, clock) if system == "kube2redis" else {}
             return {
                 "target_rate": rate,
                 "achieved_rate": achieved,
-                "p50_ms": pct(50),
-                "p95_ms": pct(95),
-                "p99_ms": pct(99),
+                "p50_ms": _pct(latencies, 50),
+                "p95_ms": _pct(latencies, 95),
+                "p99_ms": _pct(latencies, 99),
                 "max_ms": latencies[-1],
                 "missing": missing,
+                **stages,
                 "samples_ms": latencies,
             }
     finally:
         r.stop()
         cluster.delete_namespace(ns)
+
+
+def _pct(ordered: list[float], p: float) -> float:
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] if ordered else 0.0
+
+
+def _stages(
+    r: "redis.Redis", ns: str, acked: dict[tuple[str, str], float], clock: ChangeClock
+) -> dict[str, float]:
+    """Where kube2redis's latency goes, change by change: API ack -> watcher received
+    (received_ns) -> entry appended (its stream id) -> applied (its change feed id) ->
+    seen by the clock. Clocks: the watcher's and this process's wall clock, Redis's
+    ms clock; one host, so they agree to well under a millisecond."""
+    appended: dict[tuple[str, str], tuple[float, int]] = {}
+    cursor = "-"
+    while rows := r.xrange("k8s:events", min=cursor, count=5000):
+        for entry_id, f in rows:
+            if f.get(b"namespace") == ns.encode() and b"name" in f:
+                change = (f[b"name"].decode(), f[b"rv"].decode())
+                appended[change] = (int(f[b"received_ns"]) / 1e9, int(entry_id.split(b"-")[0]))
+        cursor = "(" + rows[-1][0].decode()
+    spans: dict[str, list[float]] = {"watch": [], "append": [], "apply": [], "notice": []}
+    for change, acked_at in acked.items():
+        if change not in appended or change not in clock.applied_ms:
+            continue
+        received, appended_ms = appended[change]
+        applied_ms = clock.applied_ms[change]
+        spans["watch"].append((received - acked_at) * 1000)
+        spans["append"].append(appended_ms - received * 1000)
+        spans["apply"].append(applied_ms - appended_ms)
+        spans["notice"].append(clock.seen[change] * 1000 - applied_ms)
+    figures = {}
+    for stage, values in spans.items():
+        values.sort()
+        figures[f"{stage}_p50_ms"] = _pct(values, 50)
+        figures[f"{stage}_p99_ms"] = _pct(values, 99)
+    return figures
 
 
 def _synthetic_stream(r: "redis.Redis", entries: int, objects: int) -> None:

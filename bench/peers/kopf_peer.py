@@ -16,7 +16,14 @@ import redis.asyncio as aioredis
 
 APPLY = (Path(__file__).parent / "informer-go" / "apply.lua").read_text()
 
-client = aioredis.Redis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+# kopf runs each event's handler as its own task: a burst opens many at once. A
+# blocking pool makes them wait for a connection instead of failing the handler
+# ("Too many connections"), which would lose the event.
+client = aioredis.Redis(
+    connection_pool=aioredis.BlockingConnectionPool.from_url(
+        os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"), max_connections=64, timeout=60
+    )
+)
 script = client.register_script(APPLY)
 
 
