@@ -1,6 +1,7 @@
 """Wire a watcher process: discovery, reflectors, writer, health, signals."""
 
 import logging
+import sys
 import threading
 from pathlib import Path
 
@@ -33,7 +34,17 @@ class WatcherConfig(msgspec.Struct, frozen=True):
     writer: WriterSettings = WriterSettings()
 
 
+# The reflector threads wake on a socket read and hand each event to the writer
+# thread: with CPython's default 5 ms GIL switch interval an event waited for the
+# GIL for milliseconds before it was even stamped as received. Measured with
+# bench/ at 200 changes/s: API write -> watcher p50 3.6-4.9 ms at 5 ms, 0.4 ms at
+# 1 ms (end to end p50 5.8-7.4 -> 2.3 ms); the watcher is I/O bound, so more
+# frequent switches cost it nothing measurable.
+GIL_SWITCH_INTERVAL_S = 0.001
+
+
 def run(config: WatcherConfig, kube: KubeClient, r: "redis.Redis", keys: Keys) -> int:
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     metrics = WatcherMetrics()
     spool = Spool(config.spool_dir, max_bytes=config.spool_max_bytes, fsync=config.spool_fsync)
     writer = StreamWriter(r, keys, spool, metrics, config.writer)
