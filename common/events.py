@@ -49,7 +49,6 @@ class StreamEvent(msgspec.Struct, frozen=True, kw_only=True):
         return self.type in MARKER_TYPES
 
 
-_FIELDS: Final = ("type", "resource", "kind", "namespace", "name", "uid", "rv", "object")
 _REQUIRED: Final = ("type", "resource", "kind", "rv", "received_ns")
 
 
@@ -78,37 +77,76 @@ def from_fields(fields: dict[bytes, bytes]) -> StreamEvent:
     """Decode stream fields; raise MalformedEntryError with the reason."""
     if not fields:
         raise MalformedEntryError("entry has no fields (trimmed while pending?)")
-    missing = [f for f in _REQUIRED if f.encode() not in fields]
-    if missing:
+    # Hot path (every entry of every replay): names as bytes constants, no loops.
+    get = fields.get
+    raw_type, raw_rv, raw_received = get(b"type"), get(b"rv"), get(b"received_ns")
+    raw_resource, raw_kind = get(b"resource"), get(b"kind")
+    if (
+        raw_type is None
+        or raw_rv is None
+        or raw_received is None
+        or raw_resource is None
+        or raw_kind is None
+    ):
+        missing = [name for name in _REQUIRED if name.encode() not in fields]
         raise MalformedEntryError(f"missing field(s): {', '.join(missing)}")
+    obj = get(b"object", b"")
     try:
-        text = {f: fields.get(f.encode(), b"").decode() for f in _FIELDS if f != "object"}
-        received_ns = int(fields[b"received_ns"])
+        kind = raw_type.decode()
+        rv = raw_rv.decode()
+        name = get(b"name", b"").decode()
+        event = StreamEvent(
+            type=kind,
+            resource=raw_resource.decode(),
+            kind=raw_kind.decode(),
+            namespace=get(b"namespace", b"").decode(),
+            name=name,
+            uid=get(b"uid", b"").decode(),
+            rv=rv,
+            object=obj,
+            received_ns=int(raw_received),
+            members=get(b"members", b""),
+        )
     except (UnicodeDecodeError, ValueError) as exc:
         raise MalformedEntryError(f"undecodable field: {exc}") from exc
-    kind = text["type"]
     if kind not in OBJECT_TYPES and kind not in MARKER_TYPES:
         raise MalformedEntryError(f"unknown event type {kind!r}")
-    if kind in OBJECT_TYPES and not text["name"]:
+    if kind in OBJECT_TYPES and not name:
         raise MalformedEntryError("object event without a name")
-    if kind in OBJECT_TYPES and kind != DELETED and not fields.get(b"object"):
+    if kind in OBJECT_TYPES and kind != DELETED and not obj:
         raise MalformedEntryError("object event without an object")
     try:
-        rvs.validate(text["rv"])
+        rvs.validate(rv)
     except rvs.InvalidResourceVersionError as exc:
         raise MalformedEntryError(str(exc)) from exc
-    return StreamEvent(
-        type=kind,
-        resource=text["resource"],
-        kind=text["kind"],
-        namespace=text["namespace"],
-        name=text["name"],
-        uid=text["uid"],
-        rv=text["rv"],
-        object=fields.get(b"object", b""),
-        received_ns=received_ns,
-        members=fields.get(b"members", b""),
-    )
+    return event
+
+
+Entry = tuple[bytes, dict[bytes, bytes]]
+
+
+def entries_from_read_reply(reply: object) -> list[Entry]:
+    """Entries of a raw XREAD/XREADGROUP reply on one stream: a map {stream: entries}
+    in RESP3 (redis-py 8's default), [[stream, entries]] in RESP2, nil when BLOCK
+    ran out."""
+    if isinstance(reply, dict):
+        return entries_from_reply(next(iter(reply.values()), None))
+    if isinstance(reply, list) and reply:
+        return entries_from_reply(reply[0][1])
+    return []
+
+
+def entries_from_reply(rows: object) -> list[Entry]:
+    """Entries of a raw XRANGE reply (or of one stream in an XREADGROUP reply):
+    ``[[id, [field, value, ...]], ...]``. A pending entry trimmed from the stream
+    comes back with no fields (nil): it gets an empty dict."""
+    if not isinstance(rows, list):
+        return []
+    out: list[Entry] = []
+    for entry_id, flat in rows:
+        pairs = iter(flat or ())
+        out.append((entry_id, dict(zip(pairs, pairs, strict=False))))
+    return out
 
 
 _members_encoder = msgspec.json.Encoder()

@@ -122,6 +122,17 @@ class Batch:
         return replies
 
 
+def call(r: "redis.Redis", *args: Arg) -> object:
+    """One command, its raw reply as hiredis parses it (bytes, int, nested lists,
+    None), without redis-py's per-command reply conversion; raises on an error reply."""
+    batch = Batch()
+    batch.add(*args)
+    (reply,) = batch.send(r)
+    if isinstance(reply, redis.ResponseError):
+        raise reply
+    return reply
+
+
 def _exchange(r: "redis.Redis", payload: bytes, read: Callable[[_Connection], T]) -> T:
     pool = r.connection_pool
     conn = cast("_Connection", pool.get_connection())

@@ -15,13 +15,13 @@ import redis
 from common import events as ev
 from common.keys import Keys
 from common.redisconn import text
-from common.resp import Batch
+from common.resp import Arg, Batch, call
 from projector.metrics import ProjectorMetrics
 from projector.scripts import ApplySettings, Scripts, is_noscript
 
 log = logging.getLogger(__name__)
 
-Entry = tuple[bytes, dict[bytes, bytes]]
+Entry = ev.Entry
 
 
 class ConsumerSettings(msgspec.Struct, frozen=True):
@@ -110,14 +110,13 @@ class Projector:
         return self.apply(entries)
 
     def _read(self, read_id: str, block_ms: int | None) -> list[Entry]:
-        response = self.r.xreadgroup(
-            self.settings.group,
-            self.consumer,
-            {self.keys.stream: read_id},
-            count=self.settings.batch_size,
-            block=block_ms,
+        s = self.settings
+        args: list[Arg] = [b"XREADGROUP", b"GROUP", s.group, self.consumer, b"COUNT", s.batch_size]
+        if block_ms is not None:
+            args += (b"BLOCK", block_ms)
+        return ev.entries_from_read_reply(
+            call(self.r, *args, b"STREAMS", self.keys.stream, read_id)
         )
-        return response[0][1] if response else []  # type: ignore[index,return-value]
 
     def apply(self, entries: Sequence[Entry]) -> int:
         """Apply entries and ack them, each atomically with its state change."""
@@ -143,6 +142,8 @@ class Projector:
         results = self._run(queued)
         now_ns = time.time_ns()
         outcomes: Counter[str] = Counter()
+        # A replay (no group) applies old entries: their age is not a latency.
+        observe_latency = bool(self.settings.group)
         for (entry_id, applied), result in zip(queued, results, strict=True):
             if applied is None:
                 continue
@@ -150,7 +151,7 @@ class Projector:
                 dead.append((entry_id, dict(ev.to_fields(applied)), f"apply failed: {result}"))
                 continue
             outcomes[result.decode() if isinstance(result, bytes) else "relist"] += 1
-            if not applied.is_marker:
+            if observe_latency and not applied.is_marker:
                 self.metrics.latency.observe(max(0, now_ns - applied.received_ns) / 1e9)
         for outcome, count in outcomes.items():
             self.metrics.results.labels(outcome).inc(count)

@@ -9,8 +9,10 @@ from typing import Any
 import msgspec
 import redis
 
+from common.events import entries_from_reply
 from common.keys import Keys
 from common.redisconn import text
+from common.resp import call
 from projector.consumer import ConsumerSettings, Projector
 from projector.metrics import ProjectorMetrics
 
@@ -57,10 +59,10 @@ def replay(
     total = 0
     cursor = _lowest(start)
     while True:
-        rows = r.xrange(keys.stream, min=cursor, max=end, count=CHUNK)
+        rows = entries_from_reply(call(r, b"XRANGE", keys.stream, cursor, end, b"COUNT", CHUNK))
         if not rows:
             break
-        total += applier.apply(rows)  # type: ignore[arg-type]
+        total += applier.apply(rows)
         if on_progress:
             on_progress(len(rows))
         if len(rows) < CHUNK:

@@ -63,8 +63,10 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def r(redis_url: str) -> "redis.Redis":
-    return redis.Redis.from_url(redis_url, socket_timeout=5)
+def r(redis_url: str) -> Iterator["redis.Redis"]:
+    client = redis.Redis.from_url(redis_url, socket_timeout=5)
+    yield client
+    client.close()
 
 
 # ---- Kubernetes ----------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import pytest
 import redis
 
 from common import events as ev
-from common.resp import Batch
+from common.resp import Batch, call
 from tests.servers import RedisServer
 from watcher.append import append_batch
 
@@ -73,7 +73,9 @@ def test_entries_read_back_as_the_events_sent(r: "redis.Redis") -> None:
     assert r.hgetall(CHECKPOINTS) == {b"jobs.batch.volcano.sh/": b"8", b"pods/ns": b"10"}
 
 
-def test_refused_transaction_applies_nothing_and_the_client_goes_on(r: "redis.Redis") -> None:
+def test_refused_transaction_applies_nothing_and_the_client_goes_on(
+    r: "redis.Redis", request: pytest.FixtureRequest
+) -> None:
     # An ACL user allowed to append but not to move checkpoints: Redis refuses the
     # HSET when it is queued, so EXEC aborts the whole transaction.
     r.acl_setuser(
@@ -91,6 +93,7 @@ def test_refused_transaction_applies_nothing_and_the_client_goes_on(r: "redis.Re
         password="secret",
         socket_timeout=5,
     )
+    request.addfinalizer(appender.close)
     tx = append_batch(STREAM, CHECKPOINTS, _events()[:1], {"jobs.batch.volcano.sh/": "7"})
 
     with pytest.raises(redis.ResponseError, match="no permissions to run the 'hset' command"):
@@ -102,8 +105,11 @@ def test_refused_transaction_applies_nothing_and_the_client_goes_on(r: "redis.Re
     assert r.xlen(STREAM) == 1
 
 
-def test_redis_killed_mid_run_raises_a_connection_error(redis_server: RedisServer) -> None:
+def test_redis_killed_mid_run_raises_a_connection_error(
+    redis_server: RedisServer, request: pytest.FixtureRequest
+) -> None:
     client = redis_server.client(socket_connect_timeout=2)
+    request.addfinalizer(client.close)
     append_batch(STREAM, CHECKPOINTS, _events()[:1], {}).send_transaction(client)
     redis_server.kill()  # the pooled connection is now dead
     with pytest.raises(redis.ConnectionError):
@@ -128,3 +134,29 @@ def test_pipeline_replies_keep_their_places_and_errors_do_not_stop_the_rest(
     assert replies[2:] == [5, b"x" * 4096]
     assert r.ping()  # the connection went back to the pool in step
     assert batch.send(r)[2] == 10
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_raw_stream_replies_parse_in_resp2_and_resp3(
+    redis_url: str, protocol: int, request: pytest.FixtureRequest
+) -> None:
+    client = redis.Redis.from_url(redis_url, protocol=protocol, socket_timeout=5)
+    request.addfinalizer(client.close)
+    client.xgroup_create(STREAM, "g", id="0", mkstream=True)
+    first = client.xadd(STREAM, {"a": "1", "b": b"\x00\xff"})
+    second = client.xadd(STREAM, {"c": "3"})
+
+    read = ev.entries_from_read_reply(
+        call(client, "XREADGROUP", "GROUP", "g", "c1", "COUNT", 10, "STREAMS", STREAM, ">")
+    )
+    ranged = ev.entries_from_reply(call(client, "XRANGE", STREAM, "-", "+"))
+    assert read == ranged == [(first, {b"a": b"1", b"b": b"\x00\xff"}), (second, {b"c": b"3"})]
+
+    # A pending entry deleted from the stream comes back without fields.
+    client.xdel(STREAM, first)
+    pending = ev.entries_from_read_reply(
+        call(client, "XREADGROUP", "GROUP", "g", "c1", "STREAMS", STREAM, "0")
+    )
+    assert pending == [(first, {}), (second, {b"c": b"3"})]
+    nothing = call(client, "XREADGROUP", "GROUP", "g", "c1", "BLOCK", 10, "STREAMS", STREAM, ">")
+    assert ev.entries_from_read_reply(nothing) == []
