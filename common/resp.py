@@ -16,6 +16,7 @@ from typing import Final, Protocol, TypeVar, cast
 
 import redis
 from redis.exceptions import ExecAbortError
+from redis.retry import Retry
 
 Arg = bytes | str | int
 T = TypeVar("T")
@@ -26,6 +27,8 @@ _EXEC: Final = b"*1\r\n$4\r\nEXEC\r\n"
 
 class _Connection(Protocol):
     """The part of redis-py's connection used here (redis-py leaves it untyped)."""
+
+    retry: Retry
 
     def send_packed_command(self, command: list[bytes]) -> None: ...
     def read_response(self) -> object: ...
@@ -63,9 +66,6 @@ class Batch:
         self._chunks: list[bytes] = []
         self.commands = 0
 
-    def __len__(self) -> int:
-        return self.commands
-
     def add(self, *args: Arg) -> None:
         self._chunks.append(pack_command(args))
         self.commands += 1
@@ -78,9 +78,9 @@ class Batch:
     def send(self, r: "redis.Redis") -> list[object]:
         """Run the commands as a pipeline: one reply per command, an error reply as
         a redis.ResponseError in its place. Connection failures raise."""
-        replies: list[object] = []
 
         def read(conn: _Connection) -> list[object]:
+            replies: list[object] = []
             for _ in range(self.commands):
                 try:
                     replies.append(conn.read_response())
@@ -98,9 +98,9 @@ class Batch:
         redis.ConnectionError if the connection failed (whether EXEC ran is then
         unknown to the caller).
         """
-        refused: list[redis.ResponseError] = []
 
         def read(conn: _Connection) -> list[object]:
+            refused: list[redis.ResponseError] = []
             conn.read_response()  # +OK for MULTI
             for _ in range(self.commands):
                 try:
@@ -134,16 +134,28 @@ def call(r: "redis.Redis", *args: Arg) -> object:
 
 
 def _exchange(r: "redis.Redis", payload: bytes, read: Callable[[_Connection], T]) -> T:
+    """Send payload and read its replies on a pooled connection, under the client's
+    retry policy (as redis-py does for its own commands): a connection Redis or a
+    proxy closed while it sat in the pool is replaced, and the batch sent again.
+    A repeat is safe for what is sent here: a transaction that never reached EXEC
+    did nothing; appends and applies that did run once only repeat as entries the
+    projectors skip by resourceVersion; a read whose reply was lost leaves its
+    entries pending, where the projector's reclaim finds them."""
     pool = r.connection_pool
     conn = cast("_Connection", pool.get_connection())
+
+    def attempt() -> T:
+        try:
+            conn.send_packed_command([payload])
+            return read(conn)
+        except redis.ResponseError:
+            raise  # every reply was read: the connection is in step
+        except BaseException:
+            # A half-read reply stream must never be used again.
+            conn.disconnect()
+            raise
+
     try:
-        conn.send_packed_command([payload])
-        return read(conn)
-    except redis.ResponseError:
-        raise  # every reply was read: the connection is in step
-    except BaseException:
-        # A half-read reply stream must never go back to the pool.
-        conn.disconnect()
-        raise
+        return conn.retry.call_with_retry(attempt, lambda _: conn.disconnect())
     finally:
         pool.release(conn)  # type: ignore[arg-type]

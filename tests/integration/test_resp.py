@@ -2,10 +2,14 @@
 the watcher appends reads back as the same events, a refused transaction applies
 nothing, a pipeline reports each error in its place."""
 
+import threading
+import time
+
 import pytest
 import redis
 
 from common import events as ev
+from common.redisconn import connect
 from common.resp import Batch, call
 from tests.servers import RedisServer
 from watcher.append import append_batch
@@ -114,6 +118,38 @@ def test_redis_killed_mid_run_raises_a_connection_error(
     redis_server.kill()  # the pooled connection is now dead
     with pytest.raises(redis.ConnectionError):
         append_batch(STREAM, CHECKPOINTS, _events()[1:2], {}).send_transaction(client)
+
+
+def test_a_connection_closed_under_a_blocked_read_is_replaced_and_the_read_retried(
+    redis_url: str, request: pytest.FixtureRequest
+) -> None:
+    client = connect(redis_url)  # the service's client: pool, timeouts, retry policy
+    request.addfinalizer(client.close)
+    admin = redis.Redis.from_url(redis_url)
+    request.addfinalizer(admin.close)
+    admin.xgroup_create(STREAM, "g", id="$", mkstream=True)
+    reader_id = call(client, "CLIENT", "ID")
+
+    def cut_then_append() -> None:
+        # What a Redis restart, a proxy or a failover does to a connection in use.
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if any(
+                c["id"] == str(reader_id) and c["cmd"] == "xreadgroup" for c in admin.client_list()
+            ):
+                break
+            time.sleep(0.01)
+        admin.client_kill_filter(_id=reader_id)
+        time.sleep(0.2)
+        admin.xadd(STREAM, {"after": "cut"})
+
+    cutter = threading.Thread(target=cut_then_append)
+    cutter.start()
+    reply = call(client, "XREADGROUP", "GROUP", "g", "c", "BLOCK", 4000, "STREAMS", STREAM, ">")
+    cutter.join(10)
+
+    assert [fields for _, fields in ev.entries_from_read_reply(reply)] == [{b"after": b"cut"}]
+    assert call(client, "CLIENT", "ID") != reader_id
 
 
 def test_pipeline_replies_keep_their_places_and_errors_do_not_stop_the_rest(
