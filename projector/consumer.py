@@ -72,6 +72,7 @@ class Projector:
             try:
                 if not self.connected:
                     self.ensure_group()
+                    self.scripts.load(self.r)
                     self.connected = True
                     # After a connection error our own pending entries may be unapplied.
                     self._read_own_pending = True

@@ -55,6 +55,7 @@ def replay(
     """Apply every entry from start to end (inclusive) without touching the group."""
     metrics = ProjectorMetrics()
     applier = Projector(r, keys, msgspec.structs.replace(settings, group=""), metrics)
+    applier.scripts.load(r)
     began = time.perf_counter()
     total = 0
     cursor = _lowest(start)
