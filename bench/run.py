@@ -66,7 +66,7 @@ def main() -> None:
                 print(f"burst {system}: {figures[system]['events_per_s']['median']:,.0f} events/s")
             _write("burst", {**info, "objects": size["burst"], "figures": figures})
         if "latency" in wanted:
-            runs: dict[str, list[dict[str, Any]]] = {}
+            by_label: dict[str, list[dict[str, Any]]] = {}
             samples: dict[str, list[float]] = {}
             # Systems interleaved run by run, so a slow spell of the box hits all of them.
             for _ in range(size["latency_runs"]):
@@ -75,13 +75,13 @@ def main() -> None:
                         result = scenarios.latency(cluster, system, rate, size["latency_s"])
                         label = f"{system}@{rate}"
                         samples.setdefault(label, []).extend(result.pop("samples_ms"))
-                        runs.setdefault(label, []).append(result)
+                        by_label.setdefault(label, []).append(result)
                         print(
                             f"latency {label}/s: p50 {result['p50_ms']:.1f} ms, "
                             f"p99 {result['p99_ms']:.1f} ms "
                             f"(achieved {result['achieved_rate']:.0f}/s)"
                         )
-            figures = {label: _summarise(results) for label, results in runs.items()}
+            figures = {label: _summarise(results) for label, results in by_label.items()}
             _write("latency", {**info, "figures": figures, "quantiles_ms": _quantiles(samples)})
         if "replay" in wanted:
             entries, objects = size["replay"]
