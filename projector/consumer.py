@@ -21,8 +21,6 @@ from projector.scripts import ApplySettings, Scripts, is_noscript
 
 log = logging.getLogger(__name__)
 
-Entry = ev.Entry
-
 
 class ConsumerSettings(msgspec.Struct, frozen=True):
     group: str = "projector"
@@ -102,7 +100,7 @@ class Projector:
         if now >= self._next_reclaim:
             self._next_reclaim = now + self.settings.reclaim_every_s
             self.reclaim()
-        entries: list[Entry] = []
+        entries: list[ev.Entry] = []
         if self._read_own_pending:
             entries = self._read("0", block_ms=None)
             self._read_own_pending = bool(entries)
@@ -110,7 +108,7 @@ class Projector:
             entries = self._read(">", block_ms=self.settings.block_ms)
         return self.apply(entries)
 
-    def _read(self, read_id: str, block_ms: int | None) -> list[Entry]:
+    def _read(self, read_id: str, block_ms: int | None) -> list[ev.Entry]:
         s = self.settings
         args: list[Arg] = [b"XREADGROUP", b"GROUP", s.group, self.consumer, b"COUNT", s.batch_size]
         if block_ms is not None:
@@ -119,7 +117,7 @@ class Projector:
             call(self.r, *args, b"STREAMS", self.keys.stream, read_id)
         )
 
-    def apply(self, entries: Sequence[Entry]) -> int:
+    def apply(self, entries: Sequence[ev.Entry]) -> int:
         """Apply entries and ack them, each atomically with its state change."""
         if not entries:
             return 0

@@ -232,20 +232,7 @@ class StreamWriter:
             self._drain_began, self._drain_events = time.monotonic(), 0
         drained = 0
         while len(self._spool) and time.monotonic() < deadline:
-            entries: list[StreamEvent] = []
-            checkpoints: dict[str, str] = {}
-            records = 0
-            while len(entries) < self._settings.drain_events_per_tx:
-                chunk = self._spool.peek(256, start=records)
-                if not chunk:
-                    break
-                for payload in chunk:
-                    batch = _decode_batch(payload)
-                    entries.extend(batch.entries)
-                    checkpoints.update(batch.checkpoints)
-                    records += 1
-                    if len(entries) >= self._settings.drain_events_per_tx:
-                        break
+            entries, checkpoints, records = self._oldest_spooled()
             try:
                 self._write(entries, checkpoints)
             except redis.RedisError as exc:
@@ -274,6 +261,25 @@ class StreamWriter:
                 len(self._spool),
                 extra={"drained": drained, "left": len(self._spool)},
             )
+
+    def _oldest_spooled(self) -> tuple[list[StreamEvent], dict[str, str], int]:
+        """The oldest spool records making up about one drain transaction: their
+        entries, the checkpoints they carry and how many records that is."""
+        entries: list[StreamEvent] = []
+        checkpoints: dict[str, str] = {}
+        records = 0
+        while len(entries) < self._settings.drain_events_per_tx:
+            chunk = self._spool.peek(256, start=records)
+            if not chunk:
+                break
+            for payload in chunk:
+                batch = _decode_batch(payload)
+                entries.extend(batch.entries)
+                checkpoints.update(batch.checkpoints)
+                records += 1
+                if len(entries) >= self._settings.drain_events_per_tx:
+                    break
+        return entries, checkpoints, records
 
     def _publish_status(self) -> None:
         status = {
