@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from kube2redis.localcluster.cluster import LocalCluster, default_cache_dir
+from kube2redis.localcluster.cluster import LocalCluster, default_cache_dir, install_volcano_crds
 from tests.procs import Proc
 from tests.servers import REDIS_SERVER, Kube, RedisServer, docker_answers, unavailable
 
@@ -105,13 +105,7 @@ def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kube]:
 
 
 def _install_volcano_crds(kube: Kube) -> None:
-    cluster = LocalCluster()
-    root = cluster.volcano_dir()
-    from kube2redis.localcluster.cluster import VOLCANO_CRD_DIRS
-
-    for directory in VOLCANO_CRD_DIRS:
-        kube.kubectl("apply", "--server-side", "-f", str(root / directory))
-    kube.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+    install_volcano_crds(kube.kubectl, LocalCluster().volcano_dir())
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import msgspec
 
@@ -99,6 +100,61 @@ class ComponentStatus:
 
 class LocalClusterError(Kube2RedisError):
     pass
+
+
+class Kubectl(Protocol):
+    """Runs kubectl against one cluster (LocalCluster.kubectl, the tests' Kube.kubectl)."""
+
+    def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]: ...
+
+
+def install_volcano_crds(kubectl: Kubectl, volcano_dir: Path, timeout_s: float = 60.0) -> None:
+    """Apply every Volcano CRD from volcano_dir and wait until each one is served."""
+    files = sorted(f for d in VOLCANO_CRD_DIRS for f in (volcano_dir / d).glob("*.yaml"))
+    if not files:
+        raise LocalClusterError(f"no CRDs under {volcano_dir}/{{{','.join(VOLCANO_CRD_DIRS)}}}")
+    args = ["apply", "--server-side", "--force-conflicts"]
+    for f in files:
+        args += ["-f", str(f)]
+    kubectl(*args)
+    # The files are named {group}_{plural}.yaml.
+    names = sorted(f.stem.split("_", 1)[1] + "." + f.stem.split("_", 1)[0] for f in files)
+    deadline = time.monotonic() + timeout_s
+    _wait_established(kubectl, names, deadline)
+    # Established is not served: each CRD's storage (and watch cache) still starts
+    # and answers 429 "storage is (re)initializing" until it has.
+    while time.monotonic() < deadline:
+        if (
+            kubectl("get", ",".join(names), "-A", "--request-timeout=5s", check=False).returncode
+            == 0
+        ):
+            return
+        time.sleep(0.2)
+    raise LocalClusterError(f"CRDs not served after {timeout_s:.0f}s: {', '.join(names)}")
+
+
+def _wait_established(kubectl: Kubectl, names: list[str], deadline: float) -> None:
+    # Not `kubectl wait --for=condition=Established`: it fails at once, instead of
+    # waiting, on a CRD whose status has no conditions yet ("accessor error: <nil>"),
+    # which is what a CRD looks like for a moment right after it is created.
+    pending = names
+    while time.monotonic() < deadline:
+        result = kubectl("get", "crd", *pending, "-o", "json", check=False)
+        if result.returncode == 0:
+            items = json.loads(result.stdout).get("items", [])
+            established = {
+                item["metadata"]["name"]
+                for item in items
+                if any(
+                    c.get("type") == "Established" and c.get("status") == "True"
+                    for c in (item.get("status") or {}).get("conditions") or []
+                )
+            }
+            pending = [n for n in pending if n not in established]
+            if not pending:
+                return
+        time.sleep(0.2)
+    raise LocalClusterError(f"CRDs not established in time: {', '.join(pending)}")
 
 
 class LocalCluster:
@@ -309,14 +365,24 @@ class LocalCluster:
 
     def _start_controller_manager(self) -> Process:
         c = self.certs
+        # node-lifecycle lifts the not-ready taint that admission puts on every
+        # new Node (kwok's simulated ones included) once the node reports Ready.
+        controllers = [
+            "garbage-collector-controller",
+            "namespace-controller",
+            "serviceaccount-controller",
+            "serviceaccount-token-controller",
+            "root-ca-certificate-publisher-controller",
+            "node-lifecycle-controller",
+        ]
+        if self.volcano:
+            # With kwok's nodes, Deployments pinned to a node roll out (what
+            # manifests/volcano/install.sh waits for is tested that way).
+            controllers += ["deployment-controller", "replicaset-controller"]
         argv = [
             self._bin("kube-controller-manager"),
             f"--kubeconfig={self.kubeconfig}",
-            # node-lifecycle lifts the not-ready taint that admission puts on every
-            # new Node (kwok's simulated ones included) once the node reports Ready.
-            "--controllers=garbage-collector-controller,namespace-controller,"
-            "serviceaccount-controller,serviceaccount-token-controller,"
-            "root-ca-certificate-publisher-controller,node-lifecycle-controller",
+            f"--controllers={','.join(controllers)}",
             f"--service-account-private-key-file={c / 'sa.key'}",
             f"--root-ca-file={c / 'ca.crt'}",
             "--leader-elect=false",
@@ -431,29 +497,8 @@ class LocalCluster:
         self._wait(self._apiserver_ready, "kube-apiserver", state, timeout_s)
 
     def install_crds(self) -> None:
-        """Apply every Volcano CRD from the module cache and wait until established."""
-        root = self.volcano_dir()
-        files = sorted(f for d in VOLCANO_CRD_DIRS for f in (root / d).glob("*.yaml"))
-        if not files:
-            raise LocalClusterError(f"no CRDs under {root}/{{{','.join(VOLCANO_CRD_DIRS)}}}")
-        args = ["apply", "--server-side", "--force-conflicts"]
-        for f in files:
-            args += ["-f", str(f)]
-        self.kubectl(*args)
-        self.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
-        # Established is not served: each CRD's storage (and watch cache) still starts
-        # and answers 429 "storage is (re)initializing" until it has.
-        names = [f.stem.split("_", 1)[1] + "." + f.stem.split("_", 1)[0] for f in files]
-        deadline = time.monotonic() + 60
-        pending = set(names)
-        while pending and time.monotonic() < deadline:
-            result = self.kubectl(
-                "get", ",".join(sorted(pending)), "-A", "--request-timeout=5s", check=False
-            )
-            if result.returncode == 0:
-                return
-            time.sleep(0.2)
-        raise LocalClusterError(f"CRDs not served after 60s: {', '.join(sorted(pending))}")
+        """Apply every Volcano CRD from the module cache and wait until served."""
+        install_volcano_crds(self.kubectl, self.volcano_dir())
 
     # ---- clients and probes ---------------------------------------------------------------
 

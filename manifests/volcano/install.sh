@@ -48,14 +48,18 @@ echo "volcano: applying $version (server-side)"
 kubectl apply --server-side --force-conflicts -f "$manifest" >/dev/null
 echo "volcano: waiting up to ${timeout}s for volcano-system to be Running and Ready"
 deadline=$(( $(date +%s) + timeout ))
-until kubectl get pods -n volcano-system -o name 2>/dev/null | grep -q .; do
-  (( $(date +%s) < deadline )) || die "no pods in volcano-system after ${timeout}s"
+until kubectl get deployments -n volcano-system -o name 2>/dev/null | grep -q .; do
+  (( $(date +%s) < deadline )) || die "no deployments in volcano-system after ${timeout}s"
   sleep 2
 done
-remaining=$(( deadline - $(date +%s) ))
-kubectl wait --for=condition=Ready pods --all -n volcano-system \
-  --field-selector=status.phase!=Succeeded --timeout="${remaining}s" >/dev/null \
-  || die "volcano-system pods not Ready: $(kubectl get pods -n volcano-system --no-headers | awk '$3 != "Running" && $3 != "Completed" {print $1 "=" $3}' | tr '\n' ' ')"
+# rollout status rather than `kubectl wait --for=condition=Ready pods`: the latter
+# fails at once on a pod created a moment ago, whose status has no conditions yet.
+for deployment in $(kubectl get deployments -n volcano-system -o name); do
+  remaining=$(( deadline - $(date +%s) ))
+  (( remaining > 0 )) || remaining=1
+  kubectl rollout status "$deployment" -n volcano-system --timeout="${remaining}s" >/dev/null \
+    || die "$deployment not ready: $(kubectl get pods -n volcano-system --no-headers | awk '$3 != "Running" && $3 != "Completed" {print $1 "=" $3}' | tr '\n' ' ')"
+done
 # The scheduler answers when it has created the default queue (it does so at start).
 until kubectl get queue default >/dev/null 2>&1; do
   (( $(date +%s) < deadline )) || die "the scheduler has not created queue 'default'"

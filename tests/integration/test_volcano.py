@@ -3,6 +3,7 @@ kwok's simulated nodes, so Volcano Jobs are scheduled, run and complete."""
 
 import json
 import os
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -92,8 +93,6 @@ def _pods(kube: Kube, namespace: str, job: str) -> list[dict[str, Any]]:
 
 
 def test_smoke_test_passes_in_full(volcano: Kube, vns: str) -> None:
-    import subprocess
-
     env = {
         **os.environ,
         "KUBECONFIG": str(volcano.kubeconfig),
@@ -119,6 +118,78 @@ def test_smoke_test_passes_in_full(volcano: Kube, vns: str) -> None:
     ):
         assert check in result.stdout, result.stdout
     assert "skip  no nodes" not in result.stdout
+
+
+STAND_IN_INSTALLER = """\
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: volcano-system
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: stand-in-scheduler
+  namespace: volcano-system
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {app: stand-in-scheduler}
+  template:
+    metadata:
+      labels: {app: stand-in-scheduler}
+    spec:
+      nodeName: kwok-node-0
+      tolerations: [{operator: Exists}]
+      containers: [{name: scheduler, image: registry.invalid/stand-in:0}]
+"""
+
+
+def test_volcano_install_waits_for_its_deployments_to_roll_out(
+    tmp_path: Path, volcano: Kube
+) -> None:
+    # A stand-in for Volcano's installer (the real one is downloaded): a Deployment
+    # whose pod kwok runs. The script must wait for it through the moment when the
+    # pod exists without conditions, and then find the scheduler's queue.
+    installer = tmp_path / "installer.yaml"
+    installer.write_text(STAND_IN_INSTALLER)
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(volcano.kubeconfig),
+        "VOLCANO_TIMEOUT": "120",
+        "PATH": f"{Path(volcano.kubectl_bin).parent}:{os.environ['PATH']}",
+    }
+    try:
+        installed = _install_sh(str(installer), env=env)
+        assert "installed; scheduler up" in installed.stdout
+        ready = volcano.kubectl(
+            "get",
+            "deployment",
+            "stand-in-scheduler",
+            "-n",
+            "volcano-system",
+            "-o",
+            "jsonpath={.status.readyReplicas}",
+        )
+        assert ready.stdout == "1"
+    finally:
+        _install_sh("--uninstall", str(installer), env=env)
+    gone = volcano.kubectl("get", "namespace", "volcano-system", check=False)
+    assert gone.returncode != 0 and "NotFound" in gone.stderr
+
+
+def _install_sh(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        ["bash", "manifests/volcano/install.sh", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
 
 
 def test_gang_scheduling_both_ways(volcano: Kube, vns: str) -> None:
