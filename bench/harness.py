@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -27,7 +27,26 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRATCH = ROOT / "bench" / "scratch"
 RESULTS = ROOT / "bench" / "results"
 JOBS = "/apis/batch.volcano.sh/v1alpha1/namespaces/{ns}/jobs"
+# A stream read by a client without decode_responses (redis-py leaves the type open).
+Entries = list[tuple[bytes, dict[bytes, bytes]]]
 PAYLOAD = "x" * 2800  # with the rest of the Job, about 3.5 KB per object
+
+
+def fresh_scratch() -> None:
+    """Empty the scratch directory of the previous run's logs, spools and Redis data.
+
+    The built peer (bin/) and the bench cluster's state (cluster/, which a cluster
+    left running by a killed run is recovered from) stay. Each run's logs stay until
+    the next run starts, for reading after a failure.
+    """
+    SCRATCH.mkdir(parents=True, exist_ok=True)
+    for entry in SCRATCH.iterdir():
+        if entry.name in ("bin", "cluster"):
+            continue
+        if entry.is_dir():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 def machine() -> dict[str, Any]:
@@ -229,7 +248,8 @@ class ChangeClock:
     def _run(self) -> None:
         last = "0-0"
         while not self._stop.is_set():
-            rows = self.r.xread({"k8s:changes": last}, count=1000, block=200)
+            reply = self.r.xread({"k8s:changes": last}, count=1000, block=200)
+            rows = cast(list[tuple[bytes, Entries]], reply)
             now = time.time()
             for _, entries in rows or ():
                 for entry_id, f in entries:

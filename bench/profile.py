@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from bench import scenarios
-from bench.harness import RESULTS, SCRATCH, Cluster
+from bench.harness import RESULTS, Cluster, fresh_scratch
 
 PROFILES = RESULTS / "profiles"
 OURS = ("(watcher/", "(projector/", "(common/")
@@ -83,7 +83,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--objects", type=int, default=2000)
     args = parser.parse_args()
-    SCRATCH.mkdir(parents=True, exist_ok=True)
+    fresh_scratch()
     cluster = Cluster()
     try:
         figures = scenarios.burst(cluster, "kube2redis", args.objects, profile_dir=PROFILES)

@@ -68,7 +68,7 @@ def verdicts() -> list[str]:
             p99 = _median(latency, label, "p99_ms")
             achieved = _median(latency, label, "achieved_rate")
             stages = latency["figures"][label]
-            ours = (
+            own_stages = (
                 " (its own stages at p99: append {:.0f} ms, apply {:.0f} ms; the watch "
                 "stage, API write to the watcher reading it, {:.0f} ms)".format(
                     *(_median(latency, label, f"{s}_p99_ms") for s in ("append", "apply", "watch"))
@@ -81,7 +81,7 @@ def verdicts() -> list[str]:
                     f"Latency at 1,000 changes/s: NOT MEASURABLE here: the API server accepted "
                     f"{achieved:,.0f} writes/s on this machine with the load generator beside "
                     f"it, so 1,000/s was never offered. At that offered rate kube2redis's p99 "
-                    f"was {p99:,.0f} ms{ours}: the API server's queue, not the pipeline."
+                    f"was {p99:,.0f} ms{own_stages}: the API server's queue, not the pipeline."
                 )
             else:
                 out.append(

@@ -8,31 +8,48 @@ import json
 import time
 from typing import Any
 
-from bench import report, scenarios
-from bench.harness import RESULTS, SCRATCH, Cluster, build_informer_go, machine, summary
+import msgspec
 
-QUICK = {
-    "runs": 2,
-    "burst": 500,
-    "latency_rates": (200, 1000),
-    "latency_s": 10,
-    "latency_runs": 1,
-    "replay": (100_000, 5_000),
-    "spool_batches": 200,
-    "outage": 2_000,
-    "scale": 5_000,
-}
-FULL = {
-    "runs": 3,
-    "burst": 5_000,
-    "latency_rates": (200, 1000),
-    "latency_s": 60,
-    "latency_runs": 3,
-    "replay": (1_000_000, 50_000),
-    "spool_batches": 2_000,
-    "outage": 20_000,
-    "scale": 100_000,
-}
+from bench import report, scenarios
+from bench.harness import RESULTS, Cluster, build_informer_go, fresh_scratch, machine, summary
+
+
+class Sizes(msgspec.Struct, frozen=True):
+    """How much each scenario does; the results files record it."""
+
+    runs: int  # runs of burst, replay and spool rates (the median is reported)
+    burst: int  # jobs created, updated and deleted
+    latency_rates: tuple[int, ...]  # changes/s offered
+    latency_s: float  # seconds at each rate
+    latency_runs: int
+    replay: tuple[int, int]  # (stream entries, distinct objects)
+    spool_batches: int  # batches of 100 events per fsync policy
+    outage: int  # changes while Redis is down
+    scale: int  # objects in scope
+
+
+QUICK = Sizes(
+    runs=2,
+    burst=500,
+    latency_rates=(200, 1000),
+    latency_s=10,
+    latency_runs=1,
+    replay=(100_000, 5_000),
+    spool_batches=200,
+    outage=2_000,
+    scale=5_000,
+)
+FULL = Sizes(
+    runs=3,
+    burst=5_000,
+    latency_rates=(200, 1000),
+    latency_s=60,
+    latency_runs=3,
+    replay=(1_000_000, 50_000),
+    spool_batches=2_000,
+    outage=20_000,
+    scale=100_000,
+)
 
 
 def _summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -49,30 +66,28 @@ def main() -> None:
     size = FULL if args.full else QUICK
     mode = "full" if args.full else "quick"
     wanted = set(args.only or ["burst", "latency", "replay", "outage", "scale"])
-    SCRATCH.mkdir(parents=True, exist_ok=True)
+    fresh_scratch()
     RESULTS.mkdir(parents=True, exist_ok=True)
     began = time.monotonic()
     build_informer_go()
     cluster = Cluster()
-    info = {"machine": machine(), "mode": mode, "sizes": size}
+    info = {"machine": machine(), "mode": mode, "sizes": msgspec.structs.asdict(size)}
     try:
         if "burst" in wanted:
             figures = {}
             for system in scenarios.SYSTEMS:
-                runs = [
-                    scenarios.burst(cluster, system, size["burst"]) for _ in range(size["runs"])
-                ]
+                runs = [scenarios.burst(cluster, system, size.burst) for _ in range(size.runs)]
                 figures[system] = _summarise(runs)
                 print(f"burst {system}: {figures[system]['events_per_s']['median']:,.0f} events/s")
-            _write("burst", {**info, "objects": size["burst"], "figures": figures})
+            _write("burst", {**info, "objects": size.burst, "figures": figures})
         if "latency" in wanted:
             by_label: dict[str, list[dict[str, Any]]] = {}
             samples: dict[str, list[float]] = {}
             # Systems interleaved run by run, so a slow spell of the box hits all of them.
-            for _ in range(size["latency_runs"]):
-                for rate in size["latency_rates"]:
+            for _ in range(size.latency_runs):
+                for rate in size.latency_rates:
                     for system in scenarios.SYSTEMS:
-                        result = scenarios.latency(cluster, system, rate, size["latency_s"])
+                        result = scenarios.latency(cluster, system, rate, size.latency_s)
                         label = f"{system}@{rate}"
                         samples.setdefault(label, []).extend(result.pop("samples_ms"))
                         by_label.setdefault(label, []).append(result)
@@ -84,23 +99,23 @@ def main() -> None:
             figures = {label: _summarise(results) for label, results in by_label.items()}
             _write("latency", {**info, "figures": figures, "quantiles_ms": _quantiles(samples)})
         if "replay" in wanted:
-            entries, objects = size["replay"]
-            runs = [scenarios.replay(entries, objects) for _ in range(size["runs"])]
+            entries, objects = size.replay
+            runs = [scenarios.replay(entries, objects) for _ in range(size.runs)]
             figures = _summarise(runs)
             print("replay: " + ", ".join(f"{k} {v['median']:,.0f}" for k, v in figures.items()))
             _write("replay", {**info, "entries": entries, "objects": objects, "figures": figures})
         if "outage" in wanted:
             spool = _summarise(
-                [scenarios.spool_rates(size["spool_batches"]) for _ in range(size["runs"])]
+                [scenarios.spool_rates(size.spool_batches) for _ in range(size.runs)]
             )
-            drain = _summarise([scenarios.outage(cluster, size["outage"])])
+            drain = _summarise([scenarios.outage(cluster, size.outage)])
             print(
                 "outage: "
                 + ", ".join(f"{k} {v['median']:,.1f}" for k, v in {**spool, **drain}.items())
             )
-            _write("outage", {**info, "changes": size["outage"], "figures": {**spool, **drain}})
+            _write("outage", {**info, "changes": size.outage, "figures": {**spool, **drain}})
         if "scale" in wanted:
-            figures = _summarise([scenarios.scale(cluster, size["scale"])])
+            figures = _summarise([scenarios.scale(cluster, size.scale)])
             print("scale: " + ", ".join(f"{k} {v['median']:,.1f}" for k, v in figures.items()))
             _write("scale", {**info, "figures": figures})
     finally:

@@ -6,7 +6,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import redis
@@ -16,6 +16,7 @@ from bench.harness import (
     SCRATCH,
     ChangeClock,
     Cluster,
+    Entries,
     Load,
     Redis,
     System,
@@ -30,7 +31,7 @@ from common.keys import Keys
 from common.resp import Batch
 from projector.scripts import ApplySettings, Scripts
 from watcher.append import xadd_args
-from watcher.spool import Spool
+from watcher.spool import FsyncPolicy, Spool
 from watcher.writer import SpoolBatch
 
 SYSTEMS = ("kube2redis", "informer-go", "kopf")
@@ -140,7 +141,7 @@ def _stages(
     ms clock; one host, so they agree to well under a millisecond."""
     appended: dict[tuple[str, str], tuple[float, int]] = {}
     cursor = "-"
-    while rows := r.xrange("k8s:events", min=cursor, count=5000):
+    while rows := cast(Entries, r.xrange("k8s:events", min=cursor, count=5000)):
         for entry_id, f in rows:
             if f.get(b"namespace") == ns.encode() and b"name" in f:
                 change = (f[b"name"].decode(), f[b"rv"].decode())
@@ -315,10 +316,11 @@ def spool_rates(batches: int) -> dict[str, float]:
     )
     payload = msgspec.msgpack.encode(SpoolBatch([event] * 100, {"s": "1"}))
     figures = {}
-    for policy in ("always", "interval", "never"):
+    policies: tuple[FsyncPolicy, ...] = ("always", "interval", "never")
+    for policy in policies:
         directory = SCRATCH / f"spool-bench-{policy}"
         subprocess.run(["rm", "-rf", str(directory)], check=True)
-        spool = Spool(directory, max_bytes=1 << 34, fsync=policy)  # type: ignore[arg-type]
+        spool = Spool(directory, max_bytes=1 << 34, fsync=policy)
         began = time.perf_counter()
         for _ in range(batches):
             spool.append(payload)

@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from kube2redis.localcluster.cluster import LocalCluster, default_cache_dir, install_volcano_crds
-from tests.procs import Proc
+from tests.procs import ProcFactory
 from tests.servers import REDIS_SERVER, Kube, RedisServer, docker_answers, unavailable
 
 
@@ -128,24 +128,7 @@ def namespace(kube: Kube) -> Iterator[str]:
 
 
 @pytest.fixture
-def procs(tmp_path: Path) -> Iterator["ProcFactory"]:
+def procs(tmp_path: Path) -> Iterator[ProcFactory]:
     factory = ProcFactory(tmp_path)
     yield factory
     factory.stop_all()
-
-
-class ProcFactory:
-    """Starts kube2redis processes and stops every one of them (by pid) at the end."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.started: list[Proc] = []
-
-    def start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> Proc:
-        proc = Proc(args, self.directory / f"{name}-{len(self.started)}.log", env)
-        self.started.append(proc)
-        return proc
-
-    def stop_all(self) -> None:
-        for proc in self.started:
-            proc.stop(timeout_s=10)

@@ -8,8 +8,8 @@ import redis
 
 from common.keys import Keys
 from tests import procs
-from tests.procs import Proc
-from tests.servers import Kube, wait_until
+from tests.procs import Proc, ProcFactory
+from tests.servers import Kube, read_stream, wait_until
 
 JOBS_RESOURCE = "jobs.batch.volcano.sh"
 KEYS = Keys()
@@ -20,11 +20,11 @@ def env(redis_url: str, kube: Kube) -> dict[str, str]:
 
 
 def start_watcher(
-    factory: object, redis_url: str, kube: Kube, namespace: str, spool_dir: Path, *extra: str
+    factory: ProcFactory, redis_url: str, kube: Kube, namespace: str, spool_dir: Path, *extra: str
 ) -> Proc:
     return factory.start(
         "watcher",
-        [  # type: ignore[attr-defined,no-any-return]
+        [
             "watch",
             "--namespace",
             namespace,
@@ -38,10 +38,10 @@ def start_watcher(
     )
 
 
-def start_projector(factory: object, redis_url: str, kube: Kube, *extra: str) -> Proc:
+def start_projector(factory: ProcFactory, redis_url: str, kube: Kube, *extra: str) -> Proc:
     return factory.start(
         "projector",
-        ["project", *extra],  # type: ignore[attr-defined,no-any-return]
+        ["project", *extra],
         env(redis_url, kube),
     )
 
@@ -49,7 +49,7 @@ def start_projector(factory: object, redis_url: str, kube: Kube, *extra: str) ->
 def stream_versions(r: "redis.Redis", namespace: str) -> dict[str, list[tuple[str, str]]]:
     """uid -> [(type, rv)] of the namespace's job entries, in stream order."""
     out: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    for _, fields in r.xrange(KEYS.stream):
+    for _, fields in read_stream(r, KEYS.stream):
         if fields.get(b"namespace") != namespace.encode() or not fields.get(b"uid"):
             continue
         out[fields[b"uid"].decode()].append((fields[b"type"].decode(), fields[b"rv"].decode()))

@@ -92,3 +92,20 @@ def run(
         timeout=timeout_s,
         check=False,
     )
+
+
+class ProcFactory:
+    """Starts kube2redis processes and stops every one of them (by pid) at the end."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.started: list[Proc] = []
+
+    def start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> Proc:
+        proc = Proc(args, self.directory / f"{name}-{len(self.started)}.log", env)
+        self.started.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in self.started:
+            proc.stop(timeout_s=10)

@@ -13,7 +13,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, cast
 
 import redis
 
@@ -21,6 +21,14 @@ from common.kube import KubeClient, KubeError, load_configuration
 from kube2redis.localcluster.processes import free_port
 
 REDIS_SERVER = shutil.which("redis-server")
+
+Fields = dict[bytes, bytes]
+
+
+def read_stream(r: "redis.Redis", key: str | bytes) -> list[tuple[bytes, Fields]]:
+    """Every entry of a stream, as a client without decode_responses returns them
+    (redis-py's annotations leave the reply's type open)."""
+    return cast(list[tuple[bytes, Fields]], r.xrange(key))
 
 
 @dataclass
@@ -246,7 +254,7 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").lower() == "true"
 
 
-def unavailable(what: str) -> None:
+def unavailable(what: str) -> NoReturn:
     """Skip a test that needs what is missing; under CI=true that is a failure."""
     import pytest
 

@@ -123,11 +123,10 @@ def install_volcano_crds(kubectl: Kubectl, volcano_dir: Path, timeout_s: float =
     _wait_established(kubectl, names, deadline)
     # Established is not served: each CRD's storage (and watch cache) still starts
     # and answers 429 "storage is (re)initializing" until it has.
+    every_kind = ",".join(names)
     while time.monotonic() < deadline:
-        if (
-            kubectl("get", ",".join(names), "-A", "--request-timeout=5s", check=False).returncode
-            == 0
-        ):
+        listed = kubectl("get", every_kind, "-A", "--request-timeout=5s", check=False)
+        if listed.returncode == 0:
             return
         time.sleep(0.2)
     raise LocalClusterError(f"CRDs not served after {timeout_s:.0f}s: {', '.join(names)}")
@@ -139,7 +138,8 @@ def _wait_established(kubectl: Kubectl, names: list[str], deadline: float) -> No
     # which is what a CRD looks like for a moment right after it is created.
     pending = names
     while time.monotonic() < deadline:
-        result = kubectl("get", "crd", *pending, "-o", "json", check=False)
+        # Every CRD: a List whatever the count (naming a single one returns it bare).
+        result = kubectl("get", "crd", "-o", "json", check=False)
         if result.returncode == 0:
             items = json.loads(result.stdout).get("items", [])
             established = {
@@ -365,14 +365,14 @@ class LocalCluster:
 
     def _start_controller_manager(self) -> Process:
         c = self.certs
-        # node-lifecycle lifts the not-ready taint that admission puts on every
-        # new Node (kwok's simulated ones included) once the node reports Ready.
         controllers = [
             "garbage-collector-controller",
             "namespace-controller",
             "serviceaccount-controller",
             "serviceaccount-token-controller",
             "root-ca-certificate-publisher-controller",
+            # Lifts the not-ready taint that admission puts on every new Node
+            # (kwok's simulated ones included) once the node reports Ready.
             "node-lifecycle-controller",
         ]
         if self.volcano:

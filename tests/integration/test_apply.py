@@ -2,7 +2,7 @@
 
 import random
 import time
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -10,6 +10,7 @@ from common import events as ev
 from common.keys import Keys
 from projector.consumer import ConsumerSettings, Projector
 from projector.metrics import ProjectorMetrics
+from tests.servers import read_stream
 from watcher.retention import safe_min_id, trim
 
 KEYS = Keys()
@@ -139,7 +140,7 @@ def test_stale_events_and_tombstones_count_as_such(r: "redis.Redis") -> None:
         )
         for i, e in enumerate(events, start=1)
     ]
-    p.apply(rows)  # type: ignore[arg-type]
+    p.apply(rows)
     results = {
         s.labels["result"]: s.value
         for m in p.metrics.results.collect()
@@ -201,7 +202,7 @@ def test_an_older_relist_replayed_changes_nothing(r: "redis.Redis") -> None:
 
 def test_change_feed_has_one_entry_per_applied_change(r: "redis.Redis") -> None:
     _apply(r, _history())
-    feed = r.xrange(KEYS.changes)
+    feed = read_stream(r, KEYS.changes)
     changes = [(f[b"key"].decode(), f[b"type"].decode(), f[b"rv"].decode()) for _, f in feed]
     assert changes == [
         ("k8s:job:ns:a", "ADDED", "10"),
@@ -228,7 +229,7 @@ def test_bad_entries_go_to_dead_letters_and_the_projector_goes_on(r: "redis.Redi
     r.xadd(KEYS.stream, good)  # type: ignore[arg-type]
     for _ in range(3):
         p.step()
-    dead = r.xrange(KEYS.dead_letter)
+    dead = read_stream(r, KEYS.dead_letter)
     reasons = [f[b"dead_reason"].decode() for _, f in dead]
     assert len(reasons) == 2
     assert "missing field" in reasons[0]
@@ -270,7 +271,7 @@ def test_poison_entry_is_dead_lettered_after_max_deliveries(r: "redis.Redis") ->
     r.xclaim(KEYS.stream, "projector", "crashy-3", 0, [entry_id])
     time.sleep(0.2)
     p.reclaim()
-    (dead,) = r.xrange(KEYS.dead_letter)
+    (dead,) = read_stream(r, KEYS.dead_letter)
     assert dead[1][b"dead_reason"].startswith(b"poison: delivered")
     assert dead[1][b"dead_id"] == entry_id
     assert r.xpending(KEYS.stream, "projector")["pending"] == 0
@@ -311,7 +312,10 @@ def test_trimmed_pending_entries_are_acked_and_counted(r: "redis.Redis") -> None
 
 def test_retention_never_trims_what_the_group_has_not_acked(r: "redis.Redis") -> None:
     ids = [
-        r.xadd(KEYS.stream, ev.to_fields(_event(ev.ADDED, f"o{i}", str(i + 1)))).decode()  # type: ignore[arg-type]
+        cast(
+            bytes,
+            r.xadd(KEYS.stream, ev.to_fields(_event(ev.ADDED, f"o{i}", str(i + 1)))),  # type: ignore[arg-type]
+        ).decode()
         for i in range(10)
     ]
     time.sleep(0.01)
@@ -326,7 +330,8 @@ def test_retention_never_trims_what_the_group_has_not_acked(r: "redis.Redis") ->
     # Acked but the rest unread: keep from the last delivered entry on.
     assert safe_min_id(r, KEYS.stream, "projector", retention_s=0) == ids[3]
     # Retention longer than the stream's age wins over the group.
-    assert safe_min_id(r, KEYS.stream, "projector", retention_s=3600) < ids[0]
+    by_age = safe_min_id(r, KEYS.stream, "projector", retention_s=3600)
+    assert by_age is not None and by_age < ids[0]
 
 
 def test_projector_recreates_a_deleted_group(r: "redis.Redis") -> None:

@@ -7,6 +7,7 @@ import pytest
 from kube2redis.localcluster.processes import free_port
 from tests import procs as kprocs
 from tests.pipeline import JOBS_RESOURCE, metric, start_watcher
+from tests.procs import ProcFactory
 from tests.servers import Jobs, Kube, wait_until
 
 
@@ -83,7 +84,7 @@ def test_unknown_resource(kube: Kube, tmp_path: Path, redis_url: str) -> None:
 
 
 def test_unreachable_redis_at_start_spools_and_readyz_says_why(
-    kube: Kube, namespace: str, procs: object, tmp_path: Path
+    kube: Kube, namespace: str, procs: ProcFactory, tmp_path: Path
 ) -> None:
     dead_redis = f"redis://127.0.0.1:{free_port()}/0"
     watcher = start_watcher(

@@ -5,6 +5,7 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import cast
 
 import redis
 
@@ -19,18 +20,20 @@ from tests.pipeline import (
     start_watcher,
     wait_verified,
 )
-from tests.servers import Jobs, Kube, wait_until
+from tests.procs import ProcFactory
+from tests.servers import Jobs, Kube, read_stream, wait_until
 
 
 def _state(r: "redis.Redis", namespace: str) -> dict[bytes, dict[bytes, bytes]]:
-    return {k: r.hgetall(k) for k in r.scan_iter(match=f"k8s:job:{namespace}:*")}
+    keys = cast(list[bytes], list(r.scan_iter(match=f"k8s:job:{namespace}:*")))
+    return {k: cast(dict[bytes, bytes], r.hgetall(k)) for k in keys}
 
 
 def _populate(
     kube: Kube,
     namespace: str,
     redis_url: str,
-    procs: object,
+    procs: ProcFactory,
     tmp_path: Path,
     count: int,
     payload: str = "",
@@ -51,7 +54,7 @@ def _populate(
 
 
 def test_sigkilled_projector_leaves_pending_entries_that_another_reclaims(
-    kube: Kube, namespace: str, redis_url: str, procs: object, tmp_path: Path
+    kube: Kube, namespace: str, redis_url: str, procs: ProcFactory, tmp_path: Path
 ) -> None:
     _populate(kube, namespace, redis_url, procs, tmp_path, 200, payload="x" * 3000)
     r = redis.Redis.from_url(redis_url)
@@ -98,7 +101,7 @@ def test_three_projectors_killed_at_random_during_churn_and_a_relist(
     kube: Kube,
     namespace: str,
     redis_url: str,
-    procs: object,
+    procs: ProcFactory,
     tmp_path: Path,
     local_cluster: object,
 ) -> None:
@@ -157,7 +160,7 @@ def test_three_projectors_killed_at_random_during_churn_and_a_relist(
 
 
 def test_replay_rebuild_reproduces_the_state_exactly(
-    kube: Kube, namespace: str, redis_url: str, procs: object, tmp_path: Path
+    kube: Kube, namespace: str, redis_url: str, procs: ProcFactory, tmp_path: Path
 ) -> None:
     _populate(kube, namespace, redis_url, procs, tmp_path, 40)
     projector = start_projector(procs, redis_url, kube)
@@ -175,7 +178,7 @@ def test_replay_rebuild_reproduces_the_state_exactly(
     )
     assert parallel.returncode == 0, parallel.stderr
     assert _state(r, namespace) == expected
-    ids = [i for i, _ in r.xrange(KEYS.stream)]
+    ids = [i for i, _ in read_stream(r, KEYS.stream)]
     middle = ids[len(ids) // 2].decode()
     partial = kprocs.run(["replay", "--from", middle], env(redis_url, kube))
     assert partial.returncode == 0, partial.stderr

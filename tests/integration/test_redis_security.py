@@ -3,6 +3,7 @@
 import datetime as dt
 import ipaddress
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from tests.servers import REDIS_SERVER, RedisServer, unavailable, wait_until
 
 
 @pytest.fixture
-def secured(tmp_path: Path) -> RedisServer:
+def secured(tmp_path: Path) -> Iterator[RedisServer]:
     if not REDIS_SERVER:
         unavailable("redis-server is not installed")
     server = RedisServer(
@@ -28,7 +29,7 @@ def secured(tmp_path: Path) -> RedisServer:
         extra_args=["--user", "feeder", "on", ">feeder-pw", "~k8s:*", "&*", "+@all"],
     )
     server.start()
-    yield server  # type: ignore[misc]
+    yield server
     server.stop()
 
 

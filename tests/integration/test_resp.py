@@ -11,7 +11,7 @@ import redis
 from common import events as ev
 from common.redisconn import connect
 from common.resp import Batch, call
-from tests.servers import RedisServer
+from tests.servers import RedisServer, read_stream
 from watcher.append import append_batch
 
 STREAM = b"k8s:events"
@@ -71,7 +71,7 @@ def test_entries_read_back_as_the_events_sent(r: "redis.Redis") -> None:
 
     replies = append_batch(STREAM, CHECKPOINTS, sent, checkpoints).send_transaction(r)
 
-    entries = r.xrange(STREAM)
+    entries = read_stream(r, STREAM)
     assert [entry_id for entry_id, _ in entries] == replies[: len(sent)]
     assert [ev.from_fields(fields) for _, fields in entries] == sent
     assert r.hgetall(CHECKPOINTS) == {b"jobs.batch.volcano.sh/": b"8", b"pods/ns": b"10"}
@@ -128,15 +128,13 @@ def test_a_connection_closed_under_a_blocked_read_is_replaced_and_the_read_retri
     admin = redis.Redis.from_url(redis_url)
     request.addfinalizer(admin.close)
     admin.xgroup_create(STREAM, "g", id="$", mkstream=True)
-    reader_id = call(client, "CLIENT", "ID")
+    reader_id = str(call(client, "CLIENT", "ID"))
 
     def cut_then_append() -> None:
         # What a Redis restart, a proxy or a failover does to a connection in use.
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
-            if any(
-                c["id"] == str(reader_id) and c["cmd"] == "xreadgroup" for c in admin.client_list()
-            ):
+            if any(c["id"] == reader_id and c["cmd"] == "xreadgroup" for c in admin.client_list()):
                 break
             time.sleep(0.01)
         admin.client_kill_filter(_id=reader_id)

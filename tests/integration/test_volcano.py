@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -17,8 +17,8 @@ from common.kube import KubeClient, load_configuration
 from common.objects import decode_watch_line, phase_of
 from kube2redis.localcluster.cluster import LocalCluster
 from tests.pipeline import KEYS
-from tests.procs import Proc
-from tests.servers import JOBS, Kube, unavailable, vcjob, wait_until
+from tests.procs import Proc, ProcFactory
+from tests.servers import JOBS, Kube, read_stream, unavailable, vcjob, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -231,19 +231,19 @@ def _dedupe(phases: list[str]) -> list[str]:
 
 
 def test_pipeline_follows_jobs_through_their_phases(
-    volcano: Kube, vns: str, redis_url: str, procs: object, tmp_path: Path
+    volcano: Kube, vns: str, redis_url: str, procs: ProcFactory, tmp_path: Path
 ) -> None:
     env = {"KUBE2REDIS_REDIS_URL": redis_url, "KUBE2REDIS_KUBECONFIG": str(volcano.kubeconfig)}
     watcher: Proc = procs.start(
         "watcher",
         [
             "watch",
-            "--spool-dir",  # type: ignore[attr-defined]
+            "--spool-dir",
             str(tmp_path / "spool"),
         ],
         env,
     )
-    projector: Proc = procs.start("projector", ["project"], env)  # type: ignore[attr-defined]
+    projector: Proc = procs.start("projector", ["project"], env)
     watcher.wait_ready()
     projector.wait_ready()
     api_phases: dict[str, list[str]] = {}
@@ -261,7 +261,7 @@ def test_pipeline_follows_jobs_through_their_phases(
     r = redis.Redis.from_url(redis_url)
 
     def stored_phase(name: str) -> str:
-        raw = r.hget(KEYS.state("job", vns, name), "object")
+        raw = cast(bytes | None, r.hget(KEYS.state("job", vns, name), "object"))
         return phase_of(raw) if raw else ""
 
     # While it runs, Redis holds the job, its PodGroup and its pods.
@@ -269,7 +269,7 @@ def test_pipeline_follows_jobs_through_their_phases(
     pods = [p["metadata"]["name"] for p in _pods(volcano, vns, "ok-0")]
     assert len(pods) == 2
     assert all(r.exists(KEYS.state("pod", vns, p)) for p in pods)
-    podgroups = {m.decode() for m in r.smembers(KEYS.index("podgroup"))}
+    podgroups = {m.decode() for m in cast(set[bytes], r.smembers(KEYS.index("podgroup")))}
     assert any(m.startswith(f"{vns}:ok-0-") for m in podgroups)
     assert r.exists(KEYS.state("queue", "", "default"))
     for i in range(3):
@@ -279,11 +279,11 @@ def test_pipeline_follows_jobs_through_their_phases(
     wait_until(lambda: stored_phase("broken") == "Failed", 120, "broken Failed in Redis")
     stop.set()
     recorder.join(20)
-    verify = procs.start("verify", ["verify", "--retries", "5"], env)  # type: ignore[attr-defined]
+    verify = procs.start("verify", ["verify", "--retries", "5"], env)
     assert verify.proc.wait(120) == 0, verify.text()
     for name in ("ok-0", "ok-1", "ok-2", "broken"):
         key = KEYS.state("job", vns, name).encode()
-        fed = [f[b"phase"].decode() for _, f in r.xrange(KEYS.changes) if f[b"key"] == key]
+        fed = [f[b"phase"].decode() for _, f in read_stream(r, KEYS.changes) if f[b"key"] == key]
         assert _dedupe(fed) == _dedupe(api_phases[name]), name
     assert _dedupe(api_phases["ok-0"])[-2:] == ["Running", "Completed"]
     assert _dedupe(api_phases["broken"])[-1] == "Failed"

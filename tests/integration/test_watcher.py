@@ -20,7 +20,8 @@ from tests.pipeline import (
     verify,
     wait_verified,
 )
-from tests.servers import Jobs, Kube, RedisServer, wait_until
+from tests.procs import ProcFactory
+from tests.servers import Jobs, Kube, RedisServer, read_stream, wait_until
 
 
 def _churn(
@@ -40,7 +41,7 @@ def _churn(
 
 
 def test_every_change_reaches_the_stream_and_state(
-    kube: Kube, namespace: str, redis_url: str, procs: object, tmp_path: Path
+    kube: Kube, namespace: str, redis_url: str, procs: ProcFactory, tmp_path: Path
 ) -> None:
     watcher = start_watcher(procs, redis_url, kube, namespace, tmp_path / "spool")
     projector = start_projector(procs, redis_url, kube)
@@ -69,7 +70,7 @@ def test_every_change_reaches_the_stream_and_state(
 
 
 def test_redis_killed_for_10s_during_a_burst_loses_nothing(
-    kube: Kube, namespace: str, redis_server: RedisServer, procs: object, tmp_path: Path
+    kube: Kube, namespace: str, redis_server: RedisServer, procs: ProcFactory, tmp_path: Path
 ) -> None:
     watcher = start_watcher(procs, redis_server.url, kube, namespace, tmp_path / "spool")
     watcher.wait_ready()
@@ -101,7 +102,7 @@ def test_redis_killed_for_10s_during_a_burst_loses_nothing(
 
 
 def test_watcher_killed_mid_burst_resumes_from_its_checkpoint(
-    kube: Kube, namespace: str, redis_url: str, procs: object, tmp_path: Path
+    kube: Kube, namespace: str, redis_url: str, procs: ProcFactory, tmp_path: Path
 ) -> None:
     spool = tmp_path / "spool"
     first = start_watcher(procs, redis_url, kube, namespace, spool)
@@ -125,7 +126,7 @@ def test_deletes_missed_while_stopped_are_found_by_the_relist(
     kube: Kube,
     namespace: str,
     redis_url: str,
-    procs: object,
+    procs: ProcFactory,
     tmp_path: Path,
     local_cluster: object,
 ) -> None:
@@ -153,7 +154,7 @@ def test_deletes_missed_while_stopped_are_found_by_the_relist(
     r = redis.Redis.from_url(redis_url)
     markers = [
         f
-        for _, f in r.xrange(KEYS.stream)
+        for _, f in read_stream(r, KEYS.stream)
         if f[b"type"] == b"RELIST_END" and f[b"namespace"] == namespace.encode()
     ]
     listed = json.loads(markers[-1][b"members"])
@@ -166,7 +167,7 @@ def test_deletes_missed_while_stopped_are_found_by_the_relist(
 
 
 def test_sigterm_flushes_and_exits_zero(
-    kube: Kube, namespace: str, redis_url: str, procs: object, tmp_path: Path
+    kube: Kube, namespace: str, redis_url: str, procs: ProcFactory, tmp_path: Path
 ) -> None:
     watcher = start_watcher(procs, redis_url, kube, namespace, tmp_path / "spool")
     watcher.wait_ready()
@@ -179,7 +180,7 @@ def test_sigterm_flushes_and_exits_zero(
 
 
 def test_verify_reports_drift(
-    kube: Kube, namespace: str, redis_url: str, procs: object, tmp_path: Path
+    kube: Kube, namespace: str, redis_url: str, procs: ProcFactory, tmp_path: Path
 ) -> None:
     watcher = start_watcher(procs, redis_url, kube, namespace, tmp_path / "spool")
     projector = start_projector(procs, redis_url, kube)

@@ -8,10 +8,11 @@ def test_list_items_keep_their_exact_bytes() -> None:
     )
     page = decode_list_page(raw)
     assert page.metadata.next_page == "tok"
+    assert page.items is not None
     assert (
         bytes(page.items[0]) == b'{"metadata":{"name":"a","resourceVersion":"7"},"spec":{"x": 1}}'
-    )  # type: ignore[index]
-    assert decode_head(bytes(page.items[0])).metadata.resourceVersion == "7"  # type: ignore[index]
+    )
+    assert decode_head(bytes(page.items[0])).metadata.resourceVersion == "7"
 
 
 def test_phase_of_each_volcano_kind() -> None:
