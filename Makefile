@@ -32,22 +32,19 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,bench]'
 	@touch $(STAMP)
 
 localcluster: ## build etcd, kube-apiserver, kube-controller-manager, kubectl from Go modules
 	@bash deploy/localcluster/build.sh
 
 bench: venv localcluster ## every benchmark scenario; writes bench/results and bench/RESULTS.md
-	$(BIN)/pip install -q -e '.[test,bench]'
 	$(BIN)/python -m bench.run --full
 
 bench-quick: venv localcluster ## a smaller run of every scenario, under 5 minutes
-	$(BIN)/pip install -q -e '.[test,bench]'
 	$(BIN)/python -m bench.run --quick
 
 bench-profile: venv localcluster ## py-spy profiles of the watcher and projector under a burst
-	$(BIN)/pip install -q -e '.[test,bench]'
 	$(BIN)/python -m bench.profile
 
 clean:
