@@ -26,6 +26,7 @@ from kube2redis.localcluster.processes import free_port
 ROOT = Path(__file__).resolve().parents[1]
 SCRATCH = ROOT / "bench" / "scratch"
 RESULTS = ROOT / "bench" / "results"
+QUICK_RESULTS = RESULTS / "quick"  # not kept in git
 JOBS = "/apis/batch.volcano.sh/v1alpha1/namespaces/{ns}/jobs"
 # A stream read by a client without decode_responses (redis-py leaves the type open).
 Entries = list[tuple[bytes, dict[bytes, bytes]]]

@@ -1,17 +1,28 @@
 """Run the benchmarks: `python -m bench.run --quick` (under 5 minutes) or `--full`.
 
-Writes bench/results/<scenario>.json, bench/RESULTS.md and PNG plots.
+Writes bench/results/<scenario>.json, bench/RESULTS.md and PNG plots; a quick run
+writes them under bench/results/quick/, so it never replaces the full run's figures
+that the README quotes.
 """
 
 import argparse
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from bench import report, scenarios
-from bench.harness import RESULTS, Cluster, build_informer_go, fresh_scratch, machine, summary
+from bench.harness import (
+    QUICK_RESULTS,
+    RESULTS,
+    Cluster,
+    build_informer_go,
+    fresh_scratch,
+    machine,
+    summary,
+)
 
 
 class Sizes(msgspec.Struct, frozen=True):
@@ -67,7 +78,8 @@ def main() -> None:
     mode = "full" if args.full else "quick"
     wanted = set(args.only or ["burst", "latency", "replay", "outage", "scale"])
     fresh_scratch()
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    results = RESULTS if args.full else QUICK_RESULTS
+    results.mkdir(parents=True, exist_ok=True)
     began = time.monotonic()
     build_informer_go()
     cluster = Cluster()
@@ -79,7 +91,7 @@ def main() -> None:
                 runs = [scenarios.burst(cluster, system, size.burst) for _ in range(size.runs)]
                 figures[system] = _summarise(runs)
                 print(f"burst {system}: {figures[system]['events_per_s']['median']:,.0f} events/s")
-            _write("burst", {**info, "objects": size.burst, "figures": figures})
+            _write(results, "burst", {**info, "objects": size.burst, "figures": figures})
         if "latency" in wanted:
             by_label: dict[str, list[dict[str, Any]]] = {}
             samples: dict[str, list[float]] = {}
@@ -96,14 +108,22 @@ def main() -> None:
                             f"p99 {result['p99_ms']:.1f} ms "
                             f"(achieved {result['achieved_rate']:.0f}/s)"
                         )
-            figures = {label: _summarise(results) for label, results in by_label.items()}
-            _write("latency", {**info, "figures": figures, "quantiles_ms": _quantiles(samples)})
+            figures = {label: _summarise(runs) for label, runs in by_label.items()}
+            _write(
+                results,
+                "latency",
+                {**info, "figures": figures, "quantiles_ms": _quantiles(samples)},
+            )
         if "replay" in wanted:
             entries, objects = size.replay
             runs = [scenarios.replay(entries, objects) for _ in range(size.runs)]
             figures = _summarise(runs)
             print("replay: " + ", ".join(f"{k} {v['median']:,.0f}" for k, v in figures.items()))
-            _write("replay", {**info, "entries": entries, "objects": objects, "figures": figures})
+            _write(
+                results,
+                "replay",
+                {**info, "entries": entries, "objects": objects, "figures": figures},
+            )
         if "outage" in wanted:
             spool = _summarise(
                 [scenarios.spool_rates(size.spool_batches) for _ in range(size.runs)]
@@ -113,15 +133,17 @@ def main() -> None:
                 "outage: "
                 + ", ".join(f"{k} {v['median']:,.1f}" for k, v in {**spool, **drain}.items())
             )
-            _write("outage", {**info, "changes": size.outage, "figures": {**spool, **drain}})
+            _write(
+                results, "outage", {**info, "changes": size.outage, "figures": {**spool, **drain}}
+            )
         if "scale" in wanted:
             figures = _summarise([scenarios.scale(cluster, size.scale)])
             print("scale: " + ", ".join(f"{k} {v['median']:,.1f}" for k, v in figures.items()))
-            _write("scale", {**info, "figures": figures})
+            _write(results, "scale", {**info, "figures": figures})
     finally:
         cluster.down()
-    report.write_all()
-    print(f"bench {mode}: done in {time.monotonic() - began:.0f}s; see bench/RESULTS.md")
+    markdown = report.write_all(results)
+    print(f"bench {mode}: done in {time.monotonic() - began:.0f}s; see {markdown}")
 
 
 def _quantiles(samples: dict[str, list[float]]) -> dict[str, list[float]]:
@@ -138,8 +160,8 @@ def _quantiles(samples: dict[str, list[float]]) -> dict[str, list[float]]:
     return out
 
 
-def _write(name: str, data: dict[str, Any]) -> None:
-    (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=1, default=float))
+def _write(results: Path, name: str, data: dict[str, Any]) -> None:
+    (results / f"{name}.json").write_text(json.dumps(data, indent=1, default=float))
 
 
 if __name__ == "__main__":
