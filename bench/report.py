@@ -181,8 +181,8 @@ def write_all(results: Path) -> Path:
     lines += ["## Targets: met or missed, by how much and why", ""]
     if any_result and any_result["mode"] != "full":
         lines += [
-            "A quick run: at its small sizes fixed costs weigh on every rate (2,000 spooled "
-            "entries drain in a fraction of a second), so these verdicts are a smoke check; "
+            "A quick run: at its small sizes fixed costs weigh on every rate (the spool "
+            "drains in a fraction of a second), so these verdicts are a smoke check; "
             "the targets are judged on `make bench` (bench/RESULTS.md).",
             "",
         ]
