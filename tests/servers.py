@@ -17,18 +17,25 @@ from typing import Any, NoReturn, cast
 
 import redis
 
+from common.events import Entry, StreamEvent, to_fields
 from common.kube import KubeClient, KubeError, load_configuration
 from kube2redis.localcluster.processes import free_port
 
 REDIS_SERVER = shutil.which("redis-server")
 
-Fields = dict[bytes, bytes]
 
-
-def read_stream(r: "redis.Redis", key: str | bytes) -> list[tuple[bytes, Fields]]:
+def read_stream(r: "redis.Redis", key: str | bytes) -> list[Entry]:
     """Every entry of a stream, as a client without decode_responses returns them
     (redis-py's annotations leave the reply's type open)."""
-    return cast(list[tuple[bytes, Fields]], r.xrange(key))
+    return cast(list[Entry], r.xrange(key))
+
+
+def append_event(r: "redis.Redis", stream: str, event: StreamEvent) -> bytes:
+    """XADD one event as the watcher writes it; its entry id."""
+    # redis-py's parameter type is a dict of its own unions, which dict's invariance
+    # keeps a dict[str, bytes | str | int] from matching.
+    fields: dict[Any, Any] = dict(to_fields(event))
+    return cast(bytes, r.xadd(stream, fields))
 
 
 @dataclass

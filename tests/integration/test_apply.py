@@ -2,7 +2,7 @@
 
 import random
 import time
-from typing import Any, cast
+from typing import Any
 
 import redis
 
@@ -10,7 +10,7 @@ from common import events as ev
 from common.keys import Keys
 from projector.consumer import ConsumerSettings, Projector
 from projector.metrics import ProjectorMetrics
-from tests.servers import read_stream
+from tests.servers import append_event, read_stream
 from watcher.retention import safe_min_id, trim
 
 KEYS = Keys()
@@ -74,7 +74,7 @@ def _projector(r: "redis.Redis", **settings: Any) -> Projector:
 
 def _apply(r: "redis.Redis", events: list[ev.StreamEvent]) -> None:
     """Append to the stream and apply as the replay path does (entry by entry order)."""
-    ids = [r.xadd(KEYS.stream, ev.to_fields(e)) for e in events]  # type: ignore[arg-type]
+    ids = [append_event(r, KEYS.stream, e) for e in events]
     rows = [
         (
             i,
@@ -85,7 +85,7 @@ def _apply(r: "redis.Redis", events: list[ev.StreamEvent]) -> None:
         )
         for i, e in zip(ids, events, strict=True)
     ]
-    _projector(r, group="").apply(rows)  # type: ignore[arg-type]
+    _projector(r, group="").apply(rows)
 
 
 def state(r: "redis.Redis") -> dict[str, Any]:
@@ -223,10 +223,10 @@ def test_change_feed_has_one_entry_per_applied_change(r: "redis.Redis") -> None:
 def test_bad_entries_go_to_dead_letters_and_the_projector_goes_on(r: "redis.Redis") -> None:
     p = _projector(r)
     p.ensure_group()
-    good = ev.to_fields(_event(ev.ADDED, "ok", "5"))
+    good: dict[Any, Any] = dict(ev.to_fields(_event(ev.ADDED, "ok", "5")))
     r.xadd(KEYS.stream, {"garbage": "1"})
-    r.xadd(KEYS.stream, {**good, "rv": "not-a-number"})  # type: ignore[dict-item]
-    r.xadd(KEYS.stream, good)  # type: ignore[arg-type]
+    r.xadd(KEYS.stream, {**good, "rv": "not-a-number"})
+    r.xadd(KEYS.stream, good)
     for _ in range(3):
         p.step()
     dead = read_stream(r, KEYS.dead_letter)
@@ -246,12 +246,12 @@ def test_a_flushed_script_cache_is_reloaded_and_nothing_is_dead_lettered(
     p.ensure_group()
     first = _history()[:6]
     for e in first:
-        r.xadd(KEYS.stream, ev.to_fields(e))  # type: ignore[arg-type]
+        append_event(r, KEYS.stream, e)
     p.step()
     # What a Redis restart or a failover does to the scripts the projector relies on.
     r.script_flush()
     for e in _history()[6:]:
-        r.xadd(KEYS.stream, ev.to_fields(e))  # type: ignore[arg-type]
+        append_event(r, KEYS.stream, e)
     p.step()
 
     assert r.xlen(KEYS.dead_letter) == 0
@@ -264,7 +264,7 @@ def test_a_flushed_script_cache_is_reloaded_and_nothing_is_dead_lettered(
 def test_poison_entry_is_dead_lettered_after_max_deliveries(r: "redis.Redis") -> None:
     p = _projector(r, max_deliveries=3, reclaim_idle_ms=100)
     p.ensure_group()
-    entry_id = r.xadd(KEYS.stream, ev.to_fields(_event(ev.ADDED, "poison", "5")))  # type: ignore[arg-type]
+    entry_id = append_event(r, KEYS.stream, _event(ev.ADDED, "poison", "5"))
     # Delivered three times to consumers that died on it (each claim is a delivery).
     r.xreadgroup("projector", "crashy-1", {KEYS.stream: ">"})
     r.xclaim(KEYS.stream, "projector", "crashy-2", 0, [entry_id])
@@ -281,7 +281,7 @@ def test_reclaim_takes_over_a_dead_consumers_entries(r: "redis.Redis") -> None:
     p = _projector(r, reclaim_idle_ms=100)
     p.ensure_group()
     for e in _history():
-        r.xadd(KEYS.stream, ev.to_fields(e))  # type: ignore[arg-type]
+        append_event(r, KEYS.stream, e)
     r.xreadgroup("projector", "dead-consumer", {KEYS.stream: ">"}, count=100)
     assert r.xpending(KEYS.stream, "projector")["pending"] == len(_history())
     time.sleep(0.2)
@@ -293,7 +293,7 @@ def test_reclaim_takes_over_a_dead_consumers_entries(r: "redis.Redis") -> None:
 def test_trimmed_pending_entries_are_acked_and_counted(r: "redis.Redis") -> None:
     p = _projector(r, reclaim_idle_ms=100)
     p.ensure_group()
-    r.xadd(KEYS.stream, ev.to_fields(_event(ev.ADDED, "t", "5")))  # type: ignore[arg-type]
+    append_event(r, KEYS.stream, _event(ev.ADDED, "t", "5"))
     r.xreadgroup("projector", "dead-consumer", {KEYS.stream: ">"})
     r.xtrim(KEYS.stream, maxlen=0)  # Redis 7 trims regardless of the group
     time.sleep(0.2)
@@ -312,10 +312,7 @@ def test_trimmed_pending_entries_are_acked_and_counted(r: "redis.Redis") -> None
 
 def test_retention_never_trims_what_the_group_has_not_acked(r: "redis.Redis") -> None:
     ids = [
-        cast(
-            bytes,
-            r.xadd(KEYS.stream, ev.to_fields(_event(ev.ADDED, f"o{i}", str(i + 1)))),  # type: ignore[arg-type]
-        ).decode()
+        append_event(r, KEYS.stream, _event(ev.ADDED, f"o{i}", str(i + 1))).decode()
         for i in range(10)
     ]
     time.sleep(0.01)
@@ -342,12 +339,12 @@ def test_projector_recreates_a_deleted_group(r: "redis.Redis") -> None:
     worker = threading.Thread(target=p.run, args=(stop,))
     worker.start()
     try:
-        r.xadd(KEYS.stream, ev.to_fields(_event(ev.ADDED, "before", "5")))  # type: ignore[arg-type]
+        append_event(r, KEYS.stream, _event(ev.ADDED, "before", "5"))
         wait_for = time.monotonic() + 10
         while not r.exists(KEYS.state("job", "ns", "before")) and time.monotonic() < wait_for:
             time.sleep(0.02)
         r.delete(KEYS.stream)  # the stream and its group vanish (FLUSHALL, a restore)
-        r.xadd(KEYS.stream, ev.to_fields(_event(ev.ADDED, "after", "6")))  # type: ignore[arg-type]
+        append_event(r, KEYS.stream, _event(ev.ADDED, "after", "6"))
         wait_for = time.monotonic() + 10
         while not r.exists(KEYS.state("job", "ns", "after")) and time.monotonic() < wait_for:
             time.sleep(0.02)

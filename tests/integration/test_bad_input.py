@@ -1,5 +1,6 @@
 """Bad config and unreachable dependencies: one clear line, non-zero exit, no traceback."""
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -11,12 +12,12 @@ from tests.procs import ProcFactory
 from tests.servers import Jobs, Kube, wait_until
 
 
-def _one_line_error(result: object, *expected: str) -> None:
-    stderr = result.stderr.strip().splitlines()  # type: ignore[attr-defined]
-    assert result.returncode != 0, result  # type: ignore[attr-defined]
+def _one_line_error(result: subprocess.CompletedProcess[str], *expected: str) -> None:
+    stderr = result.stderr.strip().splitlines()
+    assert result.returncode != 0, result
     errors = [line for line in stderr if line.startswith("kube2redis: error:")]
     assert len(errors) == 1, stderr
-    assert "Traceback" not in result.stderr  # type: ignore[attr-defined]
+    assert "Traceback" not in result.stderr
     for word in expected:
         assert word in errors[0], errors[0]
 

@@ -10,6 +10,7 @@ from typing import cast
 import redis
 
 from common.kube import KubeError
+from kube2redis.localcluster.cluster import LocalCluster
 from tests import procs as kprocs
 from tests.pipeline import (
     KEYS,
@@ -103,7 +104,7 @@ def test_three_projectors_killed_at_random_during_churn_and_a_relist(
     redis_url: str,
     procs: ProcFactory,
     tmp_path: Path,
-    local_cluster: object,
+    local_cluster: LocalCluster,
 ) -> None:
     watcher = start_watcher(procs, redis_url, kube, namespace, tmp_path / "spool")
     watcher.wait_ready()
@@ -150,7 +151,7 @@ def test_three_projectors_killed_at_random_during_churn_and_a_relist(
         )
         if not restarted and len(jobs.rvs) > 300:
             # Forces a 410 and a relist in the middle of the churn.
-            local_cluster.restart_apiserver()  # type: ignore[attr-defined]
+            local_cluster.restart_apiserver()
             kube.refresh()
             restarted = True
     burst.join(240)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import redis
 
+from kube2redis.localcluster.cluster import LocalCluster
 from tests.pipeline import (
     KEYS,
     assert_order_per_object,
@@ -128,7 +129,7 @@ def test_deletes_missed_while_stopped_are_found_by_the_relist(
     redis_url: str,
     procs: ProcFactory,
     tmp_path: Path,
-    local_cluster: object,
+    local_cluster: LocalCluster,
 ) -> None:
     spool = tmp_path / "spool"
     watcher = start_watcher(procs, redis_url, kube, namespace, spool)
@@ -141,10 +142,10 @@ def test_deletes_missed_while_stopped_are_found_by_the_relist(
     for i in range(8):
         jobs.delete(f"j-{i}")
     jobs.create("born-while-away")
-    local_cluster.compact_etcd()  # type: ignore[attr-defined]
+    local_cluster.compact_etcd()
     # The watch cache would serve the old rv from memory for ~75 s; a restart drops it,
     # as an API server rollout does in production.
-    local_cluster.restart_apiserver()  # type: ignore[attr-defined]
+    local_cluster.restart_apiserver()
     kube.refresh()
     watcher = start_watcher(procs, redis_url, kube, namespace, spool)
     watcher.wait_ready(60)
