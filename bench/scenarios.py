@@ -35,6 +35,7 @@ from watcher.spool import FsyncPolicy, Spool
 from watcher.writer import SpoolBatch
 
 SYSTEMS = ("kube2redis", "informer-go", "kopf")
+KEYS = Keys()
 
 
 def burst(
@@ -230,7 +231,7 @@ def replay(entries: int, objects: int) -> dict[str, float]:
         # stream to read and nothing to decode. Then the same batches packed before
         # the clock starts: what is left is Redis's own work and reading replies.
         client.flushdb()
-        scripts = Scripts(Keys(), ApplySettings())
+        scripts = Scripts(KEYS, ApplySettings())
         scripts.load(client)
         events = [
             ev.StreamEvent(
@@ -419,23 +420,37 @@ def scale(cluster: Cluster, objects: int) -> dict[str, float]:
         began = time.perf_counter()
         subprocess.run(kubectl, capture_output=True, check=True)
         kubectl_s = time.perf_counter() - began
+        client = r.client()
+        # Every command over 1 ms is logged: the longest is how long the relist kept
+        # every other client (dashboards included) waiting at once.
+        client.config_set("slowlog-log-slower-than", 1000)
+        client.config_set("slowlog-max-len", 10_000)
+        client.slowlog_reset()
         began = time.perf_counter()
         system = System("kube2redis", cluster, ns, r.url)
-        client = r.client()
         try:
-            while client.scard("k8s:index:job") < objects:
+            deadline = time.monotonic() + 600
+            # Mirrored once the relist's RELIST_END is applied: every object is in.
+            while not client.exists(KEYS.relist("job", ns)) and time.monotonic() < deadline:
                 time.sleep(0.05)
             mirrored_s = time.perf_counter() - began
+            assert client.scard(KEYS.index("job")) == objects, "relist incomplete after 600 s"
             time.sleep(2)
             watcher_rss, projector_rss = (rss_mb(p.pid) for p in system.procs)
         finally:
             system.stop()
+        slowest = max(
+            (entry for entry in client.slowlog_get(10_000) if b"EVALSHA" in entry["command"]),
+            key=lambda entry: int(entry["duration"]),
+            default=None,
+        )
         return {
             "objects": objects,
             "relist_to_redis_s": mirrored_s,
             "kubectl_get_json_s": kubectl_s,
             "watcher_rss_mb": watcher_rss,
             "projector_rss_mb": projector_rss,
+            "longest_script_call_ms": int(slowest["duration"]) / 1000 if slowest else 0.0,
         }
     finally:
         r.stop()
