@@ -92,16 +92,19 @@ def _pods(kube: Kube, namespace: str, job: str) -> list[dict[str, Any]]:
     return list(listed["items"])
 
 
-def test_smoke_test_passes_in_full(volcano: Kube, vns: str) -> None:
-    env = {
+def _script_env(kube: Kube, **extra: str) -> dict[str, str]:
+    """The environment a user's shell has: KUBECONFIG set, kubectl on PATH."""
+    return {
         **os.environ,
-        "KUBECONFIG": str(volcano.kubeconfig),
-        "SMOKE_NAMESPACE": vns,
-        "SMOKE_TIMEOUT": "120",
-        "PATH": f"{Path(volcano.kubectl_bin).parent}:{os.environ['PATH']}",
+        "KUBECONFIG": str(kube.kubeconfig),
+        "PATH": f"{Path(kube.kubectl_bin).parent}:{os.environ['PATH']}",
+        **extra,
     }
+
+
+def _run_script(script: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        ["bash", "examples/manual/smoke-test.sh"],
+        ["bash", script, *args],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -110,6 +113,12 @@ def test_smoke_test_passes_in_full(volcano: Kube, vns: str) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def test_smoke_test_passes_in_full(volcano: Kube, vns: str) -> None:
+    env = _script_env(volcano, SMOKE_NAMESPACE=vns, SMOKE_TIMEOUT="120")
+    result = _run_script("examples/manual/smoke-test.sh", env=env)
     for check in (
         "has minMember 2 = minAvailable",
         "pods created and bound together",
@@ -120,6 +129,7 @@ def test_smoke_test_passes_in_full(volcano: Kube, vns: str) -> None:
     assert "skip  no nodes" not in result.stdout
 
 
+INSTALL_SH = "manifests/volcano/install.sh"
 STAND_IN_INSTALLER = """\
 apiVersion: v1
 kind: Namespace
@@ -153,14 +163,9 @@ def test_volcano_install_waits_for_its_deployments_to_roll_out(
     # pod exists without conditions, and then find the scheduler's queue.
     installer = tmp_path / "installer.yaml"
     installer.write_text(STAND_IN_INSTALLER)
-    env = {
-        **os.environ,
-        "KUBECONFIG": str(volcano.kubeconfig),
-        "VOLCANO_TIMEOUT": "120",
-        "PATH": f"{Path(volcano.kubectl_bin).parent}:{os.environ['PATH']}",
-    }
+    env = _script_env(volcano, VOLCANO_TIMEOUT="120")
     try:
-        installed = _install_sh(str(installer), env=env)
+        installed = _run_script(INSTALL_SH, str(installer), env=env)
         assert "installed; scheduler up" in installed.stdout
         ready = volcano.kubectl(
             "get",
@@ -173,23 +178,9 @@ def test_volcano_install_waits_for_its_deployments_to_roll_out(
         )
         assert ready.stdout == "1"
     finally:
-        _install_sh("--uninstall", str(installer), env=env)
+        _run_script(INSTALL_SH, "--uninstall", str(installer), env=env)
     gone = volcano.kubectl("get", "namespace", "volcano-system", check=False)
     assert gone.returncode != 0 and "NotFound" in gone.stderr
-
-
-def _install_sh(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        ["bash", "manifests/volcano/install.sh", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result
 
 
 def test_gang_scheduling_both_ways(volcano: Kube, vns: str) -> None:
