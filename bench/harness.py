@@ -19,6 +19,7 @@ from typing import Any, cast
 
 import redis
 
+from common.events import Entry
 from common.kube import KubeClient, KubeError, load_configuration
 from kube2redis.localcluster.cluster import LocalCluster
 from kube2redis.localcluster.processes import free_port
@@ -28,8 +29,6 @@ SCRATCH = ROOT / "bench" / "scratch"
 RESULTS = ROOT / "bench" / "results"
 QUICK_RESULTS = RESULTS / "quick"  # not kept in git
 JOBS = "/apis/batch.volcano.sh/v1alpha1/namespaces/{ns}/jobs"
-# A stream read by a client without decode_responses (redis-py leaves the type open).
-Entries = list[tuple[bytes, dict[bytes, bytes]]]
 PAYLOAD = "x" * 2800  # with the rest of the Job, about 3.5 KB per object
 
 
@@ -250,7 +249,8 @@ class ChangeClock:
         last = "0-0"
         while not self._stop.is_set():
             reply = self.r.xread({"k8s:changes": last}, count=1000, block=200)
-            rows = cast(list[tuple[bytes, Entries]], reply)
+            # redis-py leaves the reply's type open; without decode_responses it is this.
+            rows = cast(list[tuple[bytes, list[Entry]]], reply)
             now = time.time()
             for _, entries in rows or ():
                 for entry_id, f in entries:

@@ -16,7 +16,6 @@ from bench.harness import (
     SCRATCH,
     ChangeClock,
     Cluster,
-    Entries,
     Load,
     Redis,
     System,
@@ -142,7 +141,7 @@ def _stages(
     ms clock; one host, so they agree to well under a millisecond."""
     appended: dict[tuple[str, str], tuple[float, int]] = {}
     cursor = "-"
-    while rows := cast(Entries, r.xrange("k8s:events", min=cursor, count=5000)):
+    while rows := cast(list[ev.Entry], r.xrange("k8s:events", min=cursor, count=5000)):
         for entry_id, f in rows:
             if f.get(b"namespace") == ns.encode() and b"name" in f:
                 change = (f[b"name"].decode(), f[b"rv"].decode())
