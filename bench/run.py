@@ -28,7 +28,7 @@ from bench.harness import (
 class Sizes(msgspec.Struct, frozen=True):
     """How much each scenario does; the results files record it."""
 
-    runs: int  # runs of burst, replay and spool rates (the median is reported)
+    runs: int  # runs of every scenario but latency (the median is reported)
     burst: int  # jobs created, updated and deleted
     latency_rates: tuple[int, ...]  # changes/s offered
     latency_s: float  # seconds at each rate
@@ -128,7 +128,7 @@ def main() -> None:
             spool = _summarise(
                 [scenarios.spool_rates(size.spool_batches) for _ in range(size.runs)]
             )
-            drain = _summarise([scenarios.outage(cluster, size.outage)])
+            drain = _summarise([scenarios.outage(cluster, size.outage) for _ in range(size.runs)])
             print(
                 "outage: "
                 + ", ".join(f"{k} {v['median']:,.1f}" for k, v in {**spool, **drain}.items())
@@ -137,7 +137,7 @@ def main() -> None:
                 results, "outage", {**info, "changes": size.outage, "figures": {**spool, **drain}}
             )
         if "scale" in wanted:
-            figures = _summarise([scenarios.scale(cluster, size.scale)])
+            figures = _summarise(scenarios.scale(cluster, size.scale, size.runs))
             print("scale: " + ", ".join(f"{k} {v['median']:,.1f}" for k, v in figures.items()))
             _write(results, "scale", {**info, "figures": figures})
     finally:

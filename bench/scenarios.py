@@ -399,26 +399,34 @@ def _watcher_metric(system: System, name: str) -> float:
     )
 
 
-def scale(cluster: Cluster, objects: int) -> dict[str, float]:
-    """`objects` Jobs in scope: relist time and RSS of each process, against kubectl."""
+def scale(cluster: Cluster, objects: int, runs: int) -> list[dict[str, float]]:
+    """`objects` Jobs in scope, created once: relist time and RSS of each process,
+    against kubectl, measured `runs` times, each into a fresh Redis."""
     ns = cluster.namespace("scale")
-    r = Redis("scale")
     load = Load(cluster, ns, threads=8)
     try:
         load.all(load.create, [f"s-{i}" for i in range(objects)])
-        kubectl = [
-            str(cluster.local.bin_dir / "kubectl"),
-            f"--kubeconfig={cluster.kubeconfig}",
-            "get",
-            "jobs.batch.volcano.sh",
-            "-n",
-            ns,
-            "-o",
-            "json",
-        ]
-        began = time.perf_counter()
-        subprocess.run(kubectl, capture_output=True, check=True)
-        kubectl_s = time.perf_counter() - began
+        return [_relist_once(cluster, ns, objects) for _ in range(runs)]
+    finally:
+        cluster.delete_namespace(ns)
+
+
+def _relist_once(cluster: Cluster, ns: str, objects: int) -> dict[str, float]:
+    kubectl = [
+        str(cluster.local.bin_dir / "kubectl"),
+        f"--kubeconfig={cluster.kubeconfig}",
+        "get",
+        "jobs.batch.volcano.sh",
+        "-n",
+        ns,
+        "-o",
+        "json",
+    ]
+    began = time.perf_counter()
+    subprocess.run(kubectl, capture_output=True, check=True)
+    kubectl_s = time.perf_counter() - began
+    r = Redis("scale")
+    try:
         client = r.client()
         # Every command over 1 ms is logged: the longest is how long the relist kept
         # every other client (dashboards included) waiting at once.
@@ -453,4 +461,3 @@ def scale(cluster: Cluster, objects: int) -> dict[str, float]:
         }
     finally:
         r.stop()
-        cluster.delete_namespace(ns)
