@@ -151,9 +151,21 @@ class Cluster:
         )
         return ns
 
-    def delete_namespace(self, ns: str) -> None:
+    def delete_namespace(self, ns: str, timeout_s: float = 900.0) -> None:
+        """Delete and wait until it is gone: the namespace controller deletes its
+        objects one by one, and that work must not overlap the next measurement."""
         with suppress(KubeError):
             self.client.call("DELETE", f"/api/v1/namespaces/{ns}")
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                self.client.get(f"/api/v1/namespaces/{ns}")
+            except KubeError as exc:
+                if exc.status == 404:
+                    return
+                raise
+            time.sleep(0.5)
+        raise RuntimeError(f"namespace {ns} still terminating after {timeout_s:.0f} s")
 
     def down(self) -> None:
         self.local.down(purge=True)
