@@ -125,6 +125,15 @@ class Kube:
         """New connections (after an API server restart)."""
         self.client = KubeClient(load_configuration(self.kubeconfig, None))
 
+    def shell_env(self, **extra: str) -> dict[str, str]:
+        """The environment of a user's shell for scripts: KUBECONFIG set, kubectl on PATH."""
+        return {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            "PATH": f"{Path(self.kubectl_bin).parent}:{os.environ['PATH']}",
+            **extra,
+        }
+
     def kubectl(
         self, *args: str, check: bool = True, stdin: str | None = None
     ) -> subprocess.CompletedProcess[str]:

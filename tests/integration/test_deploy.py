@@ -152,24 +152,19 @@ def test_kube2redis_deployment_applies_with_least_privilege(kube: Kube) -> None:
         )
 
 
-def _script_env(kube: Kube) -> dict[str, str]:
-    kubectl_dir = str(Path(kube.kubectl_bin).parent)
-    return {"KUBECONFIG": str(kube.kubeconfig), "PATH": f"{kubectl_dir}:{os.environ['PATH']}"}
-
-
 def _has_nodes(kube: Kube) -> bool:
     return bool(kube.kubectl("get", "nodes", "--no-headers").stdout.strip())
 
 
 def test_cluster_check_reports_on_the_control_plane(kube: Kube) -> None:
-    env = {**_script_env(kube), "CLUSTER_CHECK_ALLOW_NO_NODES": "1"}
+    env = kube.shell_env(CLUSTER_CHECK_ALLOW_NO_NODES="1")
     result = _run("bash", "manifests/cluster-check.sh", env=env)
     assert "ok    kubectl connects" in result.stdout
     assert "Kubernetes 1.35" in result.stdout
     assert "Volcano CRDs installed" in result.stdout
     if not _has_nodes(kube):
         assert "skip  no nodes" in result.stdout
-        strict = _run("bash", "manifests/cluster-check.sh", env=_script_env(kube), check=False)
+        strict = _run("bash", "manifests/cluster-check.sh", env=kube.shell_env(), check=False)
         assert strict.returncode == 1 and "FAIL  no nodes" in strict.stdout
 
 
@@ -187,14 +182,14 @@ def _unreachable_kubeconfig(directory: Path, context: str) -> Path:
 
 def test_cluster_check_names_an_unreachable_cluster(tmp_path: Path, kube: Kube) -> None:
     config = _unreachable_kubeconfig(tmp_path, "gone")
-    env = {**_script_env(kube), "KUBECONFIG": str(config)}
+    env = kube.shell_env(KUBECONFIG=str(config))
     result = _run("bash", "manifests/cluster-check.sh", env=env, check=False)
     assert result.returncode == 1
     assert "context 'gone'" in result.stdout and "cannot reach" in result.stdout
 
 
 def test_smoke_test_runs_what_this_cluster_can(kube: Kube, namespace: str) -> None:
-    env = {**_script_env(kube), "SMOKE_NAMESPACE": namespace, "SMOKE_TIMEOUT": "120"}
+    env = kube.shell_env(SMOKE_NAMESPACE=namespace, SMOKE_TIMEOUT="120")
     result = _run("bash", "examples/manual/smoke-test.sh", env=env, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "job submitted" in result.stdout and "kubectl get vcjob shows it" in result.stdout
@@ -212,7 +207,7 @@ def test_volcano_install_errors_are_one_clear_line(tmp_path: Path, kube: Kube) -
     assert no_kubectl.returncode == 1
     assert no_kubectl.stderr.strip() == "volcano: error: kubectl not found on PATH"
     config = _unreachable_kubeconfig(tmp_path, "far")
-    env = {**_script_env(kube), "KUBECONFIG": str(config)}
+    env = kube.shell_env(KUBECONFIG=str(config))
     unreachable = _run("bash", "manifests/volcano/install.sh", env=env, check=False)
     assert unreachable.returncode == 1
     assert "using context 'far'" in unreachable.stdout  # said before changing anything
@@ -221,7 +216,7 @@ def test_volcano_install_errors_are_one_clear_line(tmp_path: Path, kube: Kube) -
         "bash",
         "manifests/volcano/install.sh",
         str(tmp_path / "nope.yaml"),
-        env=_script_env(kube),
+        env=kube.shell_env(),
         check=False,
     )
     assert missing.returncode == 1 and "no such file" in missing.stderr

@@ -2,7 +2,6 @@
 kwok's simulated nodes, so Volcano Jobs are scheduled, run and complete."""
 
 import json
-import os
 import subprocess
 import threading
 import time
@@ -92,16 +91,6 @@ def _pods(kube: Kube, namespace: str, job: str) -> list[dict[str, Any]]:
     return list(listed["items"])
 
 
-def _script_env(kube: Kube, **extra: str) -> dict[str, str]:
-    """The environment a user's shell has: KUBECONFIG set, kubectl on PATH."""
-    return {
-        **os.environ,
-        "KUBECONFIG": str(kube.kubeconfig),
-        "PATH": f"{Path(kube.kubectl_bin).parent}:{os.environ['PATH']}",
-        **extra,
-    }
-
-
 def _run_script(script: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
         ["bash", script, *args],
@@ -117,7 +106,7 @@ def _run_script(script: str, *args: str, env: dict[str, str]) -> subprocess.Comp
 
 
 def test_smoke_test_passes_in_full(volcano: Kube, vns: str) -> None:
-    env = _script_env(volcano, SMOKE_NAMESPACE=vns, SMOKE_TIMEOUT="120")
+    env = volcano.shell_env(SMOKE_NAMESPACE=vns, SMOKE_TIMEOUT="120")
     result = _run_script("examples/manual/smoke-test.sh", env=env)
     for check in (
         "has minMember 2 = minAvailable",
@@ -163,7 +152,7 @@ def test_volcano_install_waits_for_its_deployments_to_roll_out(
     # pod exists without conditions, and then find the scheduler's queue.
     installer = tmp_path / "installer.yaml"
     installer.write_text(STAND_IN_INSTALLER)
-    env = _script_env(volcano, VOLCANO_TIMEOUT="120")
+    env = volcano.shell_env(VOLCANO_TIMEOUT="120")
     try:
         installed = _run_script(INSTALL_SH, str(installer), env=env)
         assert "installed; scheduler up" in installed.stdout
