@@ -63,6 +63,27 @@ class Keys:
         return f"{self.prefix}:checkpoints"
 
     @property
+    def checkpoint_marks(self) -> str:
+        """Hash of resource scope -> how many appends touched it. Only ever counts
+        up, so a count lower than the watcher last wrote means Redis lost writes."""
+        return f"{self.prefix}:checkpoints:marks"
+
+    @property
+    def cluster(self) -> str:
+        """String: uid of the cluster's kube-system namespace, which the checkpoints
+        belong to."""
+        return f"{self.prefix}:cluster"
+
+    @property
+    def resync_requests(self) -> str:
+        """Stream of requests that watchers relist scopes now (`kube2redis resync`)."""
+        return f"{self.prefix}:resync"
+
+    def resync_answers(self, request_id: str) -> str:
+        """Hash of scope -> JSON answer of the watcher serving a resync request."""
+        return f"{self.prefix}:resync:{request_id}"
+
+    @property
     def watchers(self) -> str:
         """Hash of watcher id -> JSON status (spool depth, last event time)."""
         return f"{self.prefix}:watchers"

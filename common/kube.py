@@ -7,6 +7,7 @@ and its Watch helper hides 410s and dead streams; here bytes stay bytes.
 
 import logging
 import ssl
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,47 @@ class KubeUnreachableError(KubeError):
 
     def __init__(self, host: str, reason: str) -> None:
         super().__init__(0, f"API server {host} unreachable: {reason}")
+
+
+class WatchCancel:
+    """Lets another thread end a watch that is blocked reading a quiet stream."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._resp: urllib3.BaseHTTPResponse | None = None
+        self._fired = False
+
+    def fire(self) -> None:
+        """End the current watch (or the next one to open) as if the server closed it."""
+        with self._lock:
+            self._fired = True
+            resp = self._resp
+        if resp is not None:
+            _shutdown(resp)
+
+    def reset(self) -> None:
+        """Forget a fire() that no watch has met yet (its reason was acted on)."""
+        with self._lock:
+            self._fired = False
+
+    def attach(self, resp: urllib3.BaseHTTPResponse) -> None:
+        with self._lock:
+            self._resp = resp
+            fired, self._fired = self._fired, False
+        if fired:
+            _shutdown(resp)
+
+    def detach(self) -> None:
+        with self._lock:
+            self._resp = None
+
+
+def _shutdown(resp: urllib3.BaseHTTPResponse) -> None:
+    # Shuts the socket's read side: a read blocked in another thread returns at once.
+    try:
+        resp.shutdown()
+    except (ValueError, RuntimeError, OSError):
+        resp.close()
 
 
 def load_configuration(kubeconfig: Path | None, context: str | None) -> Any:
@@ -140,8 +182,15 @@ class KubeClient:
             raise _error(resp.status, resp.data, path)
         return bytes(resp.data)
 
-    def watch(self, path: str, params: dict[str, str], read_timeout: float) -> Iterator[bytes]:
-        """Open a watch and yield its lines; ends when the server closes the stream.
+    def watch(
+        self,
+        path: str,
+        params: dict[str, str],
+        read_timeout: float,
+        cancel: WatchCancel | None = None,
+    ) -> Iterator[bytes]:
+        """Open a watch and yield its lines; ends when the server closes the stream
+        (or cancel fires: then it ends early, or raises KubeUnreachableError).
 
         The first line yielded is empty: it says the server accepted the watch.
 
@@ -149,6 +198,8 @@ class KubeClient:
         longer than read_timeout: the caller treats it as a dead watch.
         """
         resp = self._open_stream(path, {**params, "watch": "true"}, read_timeout)
+        if cancel is not None:
+            cancel.attach(resp)
         try:
             if resp.status >= 300:
                 raise _error(resp.status, resp.read(), path)
@@ -165,6 +216,8 @@ class KubeClient:
         except urllib3.exceptions.HTTPError as exc:
             raise KubeUnreachableError(self.host, _reason(exc)) from exc
         finally:
+            if cancel is not None:
+                cancel.detach()
             resp.release_conn()
             resp.close()
 

@@ -103,6 +103,42 @@ class RedisServer:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
 
+    def restart_empty(self) -> None:
+        """kill -9, lose every byte it held (as a Redis without persistence does),
+        and start again on the same port."""
+        self.kill()
+        self._wipe()
+        self.start()
+
+    def snapshot(self, to: Path) -> None:
+        """An RDB snapshot of what it holds now, copied to ``to``."""
+        self.client().save()
+        shutil.copyfile(self.directory / "dump.rdb", to)
+
+    def restore(self, snapshot: Path) -> None:
+        """kill -9 and start again from an older snapshot only (what a failover to
+        a replica that missed the last writes, or a restored backup, looks like)."""
+        self.kill()
+        self._wipe()
+        shutil.copyfile(snapshot, self.directory / "dump.rdb")
+        # Load the RDB (with AOF on, Redis would start from the missing AOF instead),
+        # then turn AOF back on for the rest of the test.
+        self.extra_args = [*self.extra_args, "--appendonly", "no"]
+        try:
+            self.start()
+        finally:
+            self.extra_args = self.extra_args[:-2]
+        self.client().config_set("appendonly", "yes")
+
+    def _wipe(self) -> None:
+        for path in self.directory.iterdir():
+            if path.name == "redis.log":
+                continue
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()

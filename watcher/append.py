@@ -1,5 +1,6 @@
-"""The watcher's one write: stream entries and the checkpoints they carry, in
-one MULTI/EXEC packed by hand (see common/resp.py for why)."""
+"""The watcher's one write: stream entries, then the guard call that checks
+Redis still holds what it was given and moves the checkpoints (watcher/guard.py),
+in one MULTI/EXEC packed by hand (see common/resp.py for why)."""
 
 from common.events import StreamEvent, to_fields
 from common.resp import Arg, Batch
@@ -13,14 +14,10 @@ def xadd_args(stream: bytes, event: StreamEvent) -> list[Arg]:
     return args
 
 
-def append_batch(
-    stream: bytes, checkpoints_key: bytes, entries: list[StreamEvent], checkpoints: dict[str, str]
-) -> Batch:
-    """The commands of one append: every entry, then the checkpoints."""
+def append_batch(stream: bytes, entries: list[StreamEvent]) -> Batch:
+    """The XADDs of one append; the caller adds the guard call last, in the same
+    MULTI/EXEC, so the checkpoint never runs ahead of the stream."""
     batch = Batch()
     for event in entries:
         batch.add(*xadd_args(stream, event))
-    if checkpoints:
-        # Same MULTI/EXEC as the entries: the checkpoint never runs ahead of the stream.
-        batch.add(b"HSET", checkpoints_key, *(x for kv in checkpoints.items() for x in kv))
     return batch

@@ -51,7 +51,35 @@ class WatcherMetrics:
             "kube2redis_watcher_reconnects", "Reconnections", ["target"], registry=r
         )
         self.relists = Counter(
-            "kube2redis_watcher_relists", "Relists", ["resource", "reason"], registry=r
+            "kube2redis_watcher_relists",
+            "Relists, by why: initial, gone, redis-lost, spool-full, checkpoint-ahead, "
+            "cluster-changed, resync, error, crashed, resource-returned",
+            ["resource", "reason"],
+            registry=r,
+        )
+        self.reflector_crashes = Counter(
+            "kube2redis_watcher_reflector_crashes",
+            "Unexpected exceptions in a list+watch loop (logged with the traceback; "
+            "the loop backs off and relists)",
+            ["resource"],
+            registry=r,
+        )
+        self.redis_losses = Counter(
+            "kube2redis_watcher_redis_losses",
+            "Scopes found with writes Redis no longer holds (restart, older snapshot, "
+            "failover); each is relisted",
+            registry=r,
+        )
+        self.scope_conflicts = Counter(
+            "kube2redis_watcher_scope_conflicts",
+            "Appends that found another writer's mark on a scope (a second watcher)",
+            registry=r,
+        )
+        self.redis_refusals = Counter(
+            "kube2redis_watcher_redis_refusals",
+            "Appends Redis refused (OOM, READONLY, MISCONF, ...); spooled instead",
+            ["code"],
+            registry=r,
         )
         self.redis_up = Gauge("kube2redis_watcher_redis_up", "1 if Redis answers", registry=r)
         self.last_event = Gauge(

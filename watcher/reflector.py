@@ -2,14 +2,22 @@
 
 Failure table (each a branch below):
 
-| what happened                         | what we do                                    |
-|---------------------------------------|-----------------------------------------------|
-| server closed the watch normally      | re-watch from the last rv at once             |
-| read timeout (no bytes for ~70 s)     | dead stream: back off, re-watch from last rv  |
-| connection refused / 429 / 5xx        | back off, re-watch from the same rv           |
-| 410 Gone (HTTP status or ERROR event) | relist, then watch from the list's rv         |
-| the writer's spool is full            | stop reading; relist when Redis is back       |
-| anything else (403, bad data)         | log once, back off, relist                    |
+| what happened                                | what we do                                   |
+|----------------------------------------------|----------------------------------------------|
+| server closed the watch normally             | check the rv is not ahead, re-watch from it  |
+| read timeout (no bytes for ~70 s)            | dead stream: back off, re-watch from last rv |
+| connection refused / 429 / 5xx               | back off, check the rv, re-watch from it     |
+| 410 Gone (HTTP status or ERROR event)        | relist, then watch from the list's rv        |
+| our rv is ahead of the server's (etcd        | relist ("checkpoint-ahead"): a watch from    |
+| restored, another cluster)                   | the future would wait for nothing            |
+| the writer asks (Redis lost our writes, an   | end the watch at once, relist with its       |
+| event was dropped, a resync was requested)   | reason                                       |
+| the spool is full                            | stop reading; the writer asks for a relist   |
+|                                              | of every scope whose events it dropped       |
+| anything else (403, bad data)                | log once, back off, relist                   |
+| an exception nobody expected                 | log with traceback, back off, relist         |
+
+Every relist counts in relists_total{reason}.
 """
 
 import logging
@@ -20,8 +28,9 @@ import time
 import msgspec
 
 from common import events as ev
+from common import rv as rvs
 from common.keys import Keys
-from common.kube import KubeClient, KubeError, KubeUnreachableError
+from common.kube import KubeClient, KubeError, KubeUnreachableError, WatchCancel
 from common.objects import (
     ObjectMeta,
     decode_head,
@@ -69,47 +78,117 @@ class Reflector:
         self._resource_name = resource.spec.name
         self._path = resource.path(namespace)
         self._list_prefix = _list_item_prefix(resource)
+        self._lock = threading.Lock()
+        self._relist_reason: str | None = None if start_rv else "initial"
+        # A resumed rv is checked against the server's before the watch.
+        self._check_rv = start_rv is not None
+        self._cancel = WatchCancel()
+        writer.on_relist(self.scope, self.request_relist)
+
+    # ---- relist requests ------------------------------------------------------------------
+
+    def request_relist(self, reason: str) -> None:
+        """Relist as soon as possible (any thread): ends a watch blocked on a quiet
+        stream. The first reason given since the last relist is the one counted."""
+        with self._lock:
+            if self._relist_reason is None:
+                self._relist_reason = reason
+        self._cancel.fire()
+
+    def _take_relist_request(self) -> str | None:
+        with self._lock:
+            reason, self._relist_reason = self._relist_reason, None
+        if reason is not None:
+            self._cancel.reset()
+        return reason
+
+    def _relist_requested(self) -> bool:
+        with self._lock:
+            return self._relist_reason is not None
+
+    def _relist_soon(self, reason: str) -> None:
+        with self._lock:
+            if self._relist_reason is None:
+                self._relist_reason = reason
 
     # ---- the loop -------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
-        need_list = self.rv is None
-        if not need_list:
+        if self.rv is not None:
             log.info("resuming watch from checkpoint", extra={"scope": self.scope, "rv": self.rv})
         while not stop.is_set():
-            if self.writer.overflow.is_set():
-                self._wait_overflow(stop)
-                need_list = True
-                self.metrics.relists.labels(self._resource_name, "spool-full").inc()
-                continue
             try:
-                if need_list:
-                    self._relist(stop)
-                    need_list = False
-                began = time.monotonic()
-                if not self._watch(stop) and time.monotonic() - began < 1.0:
-                    # A watch the server closed at once with nothing in it (client-go's
-                    # "very short watch"): back off instead of spinning on the server.
-                    stop.wait(self.backoff.next_delay())
+                self._step(stop)
             except GoneError:
                 log.info("watch expired (410 Gone), relisting", extra={"scope": self.scope})
-                self.metrics.relists.labels(self._resource_name, "gone").inc()
-                need_list = True
+                self._relist_soon("gone")
             except KubeUnreachableError as exc:
+                if self._relist_requested():
+                    continue  # we cut the watch ourselves to relist: not a failure
                 self._fail(stop, exc)
+                self._check_rv = True
             except KubeError as exc:
                 self._fail(stop, exc)
+                self._check_rv = True
                 # 429 and 5xx are the server's load or restart: same resourceVersion again.
                 if exc.status != 429 and exc.status < 500:
-                    need_list = True
-                    self.metrics.relists.labels(self._resource_name, "error").inc()
+                    self._relist_soon("error")
             except msgspec.DecodeError as exc:
                 self._fail(stop, exc)
-                need_list = True
+                self._relist_soon("error")
+            except Exception as exc:
+                # Supervision: a bug must not leave this scope unwatched while /readyz
+                # stays green. Say it with the traceback, back off, relist.
+                log.exception("reflector failed unexpectedly", extra={"scope": self.scope})
+                self.metrics.reflector_crashes.labels(self._resource_name).inc()
+                self._fail(stop, exc, prefix="crashed: ")
+                self._relist_soon("crashed")
 
-    def _fail(self, stop: threading.Event, exc: Exception) -> None:
+    def _step(self, stop: threading.Event) -> None:
+        """One turn: wait out a full spool, relist if asked, else watch once."""
+        if self.writer.overflow.is_set():
+            self._wait_overflow(stop)
+            return
+        reason = self._take_relist_request()
+        if reason is not None:
+            if self._relist(stop, reason):
+                self._check_rv = False
+            return
+        if self._check_rv:
+            if self._rv_ahead_of_server():
+                return
+            self._check_rv = False
+        began = time.monotonic()
+        if not self._watch(stop) and time.monotonic() - began < 1.0:
+            # A watch the server closed at once with nothing in it (client-go's
+            # "very short watch"): back off instead of spinning on the server.
+            stop.wait(self.backoff.next_delay())
+        self._check_rv = True  # every resume checks the rv first
+
+    def _rv_ahead_of_server(self) -> bool:
+        """Is our rv newer than anything the server has? (etcd restored from a
+        backup, or these checkpoints belong to another cluster.) Then relist."""
+        assert self.rv is not None
+        params = {"limit": "1", **self.resource.spec.selector_params()}
+        current = decode_list_page(self.kube.get(self._path, params)).metadata.resourceVersion
+        try:
+            ahead = rvs.newer(self.rv, current)
+        except rvs.InvalidResourceVersionError:
+            return False  # not comparable (an extension API server): nothing to judge
+        if ahead:
+            log.warning(
+                "our resourceVersion %s is ahead of the API server's %s (etcd restored from "
+                "a backup, or a checkpoint of another cluster): relisting",
+                self.rv,
+                current,
+                extra={"scope": self.scope},
+            )
+            self._relist_soon("checkpoint-ahead")
+        return ahead
+
+    def _fail(self, stop: threading.Event, exc: Exception, prefix: str = "") -> None:
         self.api_ok = False
-        message = str(exc)
+        message = f"{prefix}{type(exc).__name__}: {exc}" if prefix else str(exc)
         if message != self.last_error:  # log each distinct error once, not every retry
             log.warning("watch failed: %s", message, extra={"scope": self.scope})
         self.last_error = message
@@ -126,8 +205,12 @@ class Reflector:
 
     # ---- list -----------------------------------------------------------------------------
 
-    def _relist(self, stop: threading.Event) -> None:
-        """Paginated LIST, framed by RELIST markers; the checkpoint moves only at the end."""
+    def _relist(self, stop: threading.Event, reason: str) -> bool:
+        """Paginated LIST, framed by RELIST markers; the checkpoint moves only at the
+        end. False if it stopped early (a stop, or a newer request: it starts over)."""
+        self.metrics.relists.labels(self._resource_name, reason).inc()
+        if reason != "initial":
+            log.info("relisting: %s", reason, extra={"scope": self.scope, "reason": reason})
         members: list[str] = []
         params: dict[str, str] = {"limit": str(PAGE_SIZE), **self.resource.spec.selector_params()}
         list_rv = ""
@@ -153,11 +236,12 @@ class Reflector:
                 meta = decode_head(obj).metadata
                 members.append(Keys.member(meta.namespace, meta.name))
                 self._emit(self._object(ev.SYNC, obj, meta), None, stop)
-            if not page.metadata.next_page or stop.is_set():
+            if stop.is_set() or self._relist_requested():
+                # An unfinished relist has no END marker: the projector deletes nothing.
+                return False
+            if not page.metadata.next_page:
                 break
             params = {**params, "continue": page.metadata.next_page}
-        if stop.is_set():
-            return  # an unfinished relist has no END marker: the projector deletes nothing
         end = self._marker(ev.RELIST_END, list_rv)
         end = msgspec.structs.replace(end, members=ev.encode_members(members))
         self._emit(end, list_rv, stop)
@@ -170,6 +254,7 @@ class Reflector:
             time.monotonic() - began,
             extra={"scope": self.scope},
         )
+        return True
 
     # ---- watch ----------------------------------------------------------------------------
 
@@ -184,7 +269,10 @@ class Reflector:
             **self.resource.spec.selector_params(),
         }
         events = 0
-        for line in self.kube.watch(self._path, params, read_timeout=self.read_timeout_s):
+        lines = self.kube.watch(
+            self._path, params, read_timeout=self.read_timeout_s, cancel=self._cancel
+        )
+        for line in lines:
             if not line:
                 if not self.api_ok:
                     log.info("watch established", extra={"scope": self.scope, "rv": self.rv})
@@ -208,7 +296,7 @@ class Reflector:
                 continue
             self.rv = meta.resourceVersion
             self._emit(self._object(event.type, obj, meta, received_ns), self.rv, stop)
-            if stop.is_set() or self.writer.overflow.is_set():
+            if stop.is_set() or self.writer.overflow.is_set() or self._relist_requested():
                 break
         return events
 

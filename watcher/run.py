@@ -8,11 +8,12 @@ from pathlib import Path
 import msgspec
 import redis
 
+from common.errors import ConfigError
 from common.health import HealthServer
 from common.keys import Keys
 from common.kube import KubeClient
 from common.process import stop_on_signals
-from common.resources import ResourceSpec
+from common.resources import Resource, ResourceSpec
 from watcher.metrics import WatcherMetrics
 from watcher.reflector import Reflector, scope_id
 from watcher.spool import FsyncPolicy, Spool
@@ -43,6 +44,21 @@ class WatcherConfig(msgspec.Struct, frozen=True):
 GIL_SWITCH_INTERVAL_S = 0.001
 
 
+def refuse_kind_collisions(resources: list[Resource]) -> None:
+    """Two resources of one kind would share keys (k8s:{kind}:...) and each one's
+    relist would sweep the other's objects: refuse, naming both."""
+    seen: dict[str, Resource] = {}
+    for resource in resources:
+        other = seen.setdefault(resource.key_kind, resource)
+        if other.spec != resource.spec:
+            raise ConfigError(
+                f"--resource {other.spec.name!r} and {resource.spec.name!r} are both kind "
+                f"{resource.key_kind!r} and would share its keys "
+                f"(k8s:{resource.key_kind}:...): watch one of them, or run a watcher with "
+                "another --key-prefix for the other"
+            )
+
+
 def run(config: WatcherConfig, kube: KubeClient, r: "redis.Redis", keys: Keys) -> int:
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     metrics = WatcherMetrics()
@@ -50,6 +66,7 @@ def run(config: WatcherConfig, kube: KubeClient, r: "redis.Redis", keys: Keys) -
     writer = StreamWriter(r, keys, spool, metrics, config.writer)
     # Discovery first: an unknown resource or an unreachable API server ends here, clearly.
     resources = [kube.discover(spec) for spec in config.resources]
+    refuse_kind_collisions(resources)
     checkpoints = writer.load_checkpoints()
     reflectors = []
     for resource in resources:
@@ -70,9 +87,12 @@ def run(config: WatcherConfig, kube: KubeClient, r: "redis.Redis", keys: Keys) -
             not writer.redis_up
             and spool.size_bytes > config.spool_ready_threshold * spool.max_bytes
         ):
-            reasons.append(f"redis unreachable and spool at {spool.size_bytes} bytes")
+            reasons.append(f"{writer.redis_problem} and spool at {spool.size_bytes} bytes")
         elif writer.overflow.is_set():
             reasons.append("spool full: watches paused until Redis is back")
+        if not reasons and writer.redis_problem:
+            # Spooling within limits is ready (nothing is lost), but say why.
+            return (True, f"ok, spooling: {writer.redis_problem}")
         return (not reasons, "; ".join(reasons) if reasons else "ok")
 
     health = HealthServer(config.health_host, config.health_port, metrics.registry, ready).start()

@@ -1,9 +1,12 @@
-"""Batches watch events into Redis (XADD + checkpoint in one MULTI/EXEC), or into
-the disk spool while Redis is unreachable, and drains the spool oldest first.
+"""Batches watch events into Redis (XADD + guarded checkpoints in one MULTI/EXEC),
+or into the disk spool while Redis is unreachable or refuses writes, and drains
+the spool oldest first.
 
 One thread owns all writes, so "the spool drains before any new event goes to
 Redis" holds by construction: while the spool is not empty, new batches are
-appended behind it.
+appended behind it. The same thread finds out when Redis forgot what it was
+given (watcher/guard.py) and when an event had to be dropped (a full spool), and
+asks the scope's reflector to relist in both cases: whoever drops, relists.
 """
 
 import json
@@ -13,16 +16,20 @@ import queue
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import NamedTuple
 
 import msgspec
 import redis
 
+from common import rediserrors
 from common import rv as rvs
 from common.events import StreamEvent
 from common.keys import Keys
 from common.redisconn import text
+from common.resp import Batch
 from watcher.append import append_batch
+from watcher.guard import ScopeGuard, Verdict
 from watcher.metrics import WatcherMetrics
 from watcher.retention import trim
 from watcher.spool import Spool, SpoolFullError
@@ -31,10 +38,14 @@ log = logging.getLogger(__name__)
 
 
 class SpoolBatch(msgspec.Struct):
-    """One spool record: entries and the checkpoints they carry, written together."""
+    """One spool record: entries and the checkpoints they carry, written together;
+    the scope of each entry, and the guard marks the watcher had last written to
+    Redis (so a watcher restarted while Redis is down still knows them)."""
 
     entries: list[StreamEvent]
     checkpoints: dict[str, str]
+    scopes: list[str] = msgspec.field(default_factory=list)  # empty in older records
+    marks: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 _encode_batch = msgspec.msgpack.Encoder().encode
@@ -63,6 +74,9 @@ class WriterSettings(msgspec.Struct, frozen=True):
     # of events): the drain packs records into transactions of about this many events.
     drain_events_per_tx: int = 2000
     queue_size: int = 20000
+    # How often the marks of every scope are checked, so a quiet scope finds out
+    # that Redis forgot it without waiting for its next event.
+    guard_check_every_s: float = 1.0
 
 
 class StreamWriter:
@@ -92,24 +106,44 @@ class StreamWriter:
         self._drain_began: float | None = None
         self._drain_events = 0
         self.watcher_id = f"{socket.gethostname()}-{os.getpid()}"
+        self.guard = ScopeGuard()
+        self._guard_keys = [keys.checkpoint_marks.encode(), self._checkpoints_key]
+        self._next_guard_check = 0.0
+        self._relisters: dict[str, Callable[[str], None]] = {}
+        self._conflict_logged: dict[str, float] = {}
+        # Why Redis took nothing last time ("" while writes go through): /readyz says it.
+        self.redis_problem = ""
         self._update_spool_gauges()
+
+    def on_relist(self, scope: str, request: Callable[[str], None]) -> None:
+        """How to ask scope's reflector to relist (called with the reason)."""
+        self._relisters[scope] = request
 
     # ---- startup --------------------------------------------------------------------------
 
     def load_checkpoints(self) -> dict[str, str]:
-        """Per-scope resume points: Redis's, overridden by newer ones still in the spool."""
+        """Per-scope resume points: Redis's, overridden by newer ones still in the
+        spool; and the guard marks last written (the higher of Redis's and the
+        spool's: a lower one in Redis is a loss the first append will find)."""
         checkpoints: dict[str, str] = {}
+        marks: dict[str, int] = {}
         try:
             raw = self._r.hgetall(self._keys.checkpoints)
             checkpoints = {text(k): text(v) for k, v in raw.items()}
+            raw_marks = self._r.hgetall(self._keys.checkpoint_marks)
+            marks = {text(k): int(v) for k, v in raw_marks.items()}
             self._set_up(True)
         except redis.RedisError as exc:
             log.warning("redis unreachable at start, spooling: %s", exc)
-            self._set_up(False)
+            self._set_up(False, exc)
         for payload in self._spool.records():
-            for scope, rv in _decode_batch(payload).checkpoints.items():
+            record = _decode_batch(payload)
+            for scope, rv in record.checkpoints.items():
                 if scope not in checkpoints or rvs.newer(rv, checkpoints[scope]):
                     checkpoints[scope] = rv
+            for scope, mark in record.marks.items():
+                marks[scope] = max(mark, marks.get(scope, 0))
+        self.guard.load(marks)
         return checkpoints
 
     # ---- main loop ------------------------------------------------------------------------
@@ -162,6 +196,7 @@ class StreamWriter:
 
     def _flush(self, batch: list[Item]) -> None:
         entries = [item.event for item in batch if item.event is not None]
+        scopes = [item.scope for item in batch if item.event is not None]
         checkpoints: dict[str, str] = {}
         for item in batch:
             if item.rv:
@@ -169,32 +204,82 @@ class StreamWriter:
         if entries:
             self._last_event_ns = entries[-1].received_ns
         if self.overflow.is_set():
-            # Nothing is lost: the reflectors relist once Redis is back and the spool drains.
-            self._metrics.dropped.inc(len(entries))
+            self._drop(batch)
             return
         if len(self._spool) == 0 and self.redis_up:
             try:
-                self._write(entries, checkpoints)
+                self._write(entries, scopes, checkpoints)
             except redis.RedisError as exc:
                 self._set_up(False, exc)
             else:
                 return
+        record = SpoolBatch(entries, checkpoints, scopes, dict(self.guard.expected))
         try:
-            self._spool.append(_encode_batch(SpoolBatch(entries, checkpoints)))
+            self._spool.append(_encode_batch(record))
             self._metrics.spooled.inc(len(entries))
         except SpoolFullError as exc:
             log.error("spool full, stop reading watches until Redis is back: %s", exc)  # noqa: TRY400 - expected state, no traceback
             self.overflow.set()
-            self._metrics.dropped.inc(len(entries))
+            self._drop(batch)
         self._update_spool_gauges()
 
-    def _write(self, entries: list[StreamEvent], checkpoints: dict[str, str]) -> None:
+    def _drop(self, batch: list[Item]) -> None:
+        """The spool is full: these items go nowhere, so their scopes relist (and
+        keep their checkpoints until then), whatever the reflectors saw."""
+        self._metrics.dropped.inc(sum(1 for item in batch if item.event is not None))
+        for scope in dict.fromkeys(item.scope for item in batch):
+            self._owe_relist(scope, "spool-full")
+
+    def _owe_relist(self, scope: str, reason: str) -> None:
+        self.guard.owe_relist(scope)
+        request = self._relisters.get(scope)
+        if request is not None:
+            request(reason)
+
+    def _write(
+        self, entries: list[StreamEvent], scopes: list[str], checkpoints: dict[str, str]
+    ) -> None:
         started = time.perf_counter()
-        append_batch(
-            self._stream_key, self._checkpoints_key, entries, checkpoints
-        ).send_transaction(self._r)
+        writes = [(scope, event.type) for scope, event in zip(scopes, entries, strict=False)]
+        plan = self.guard.plan(writes, checkpoints)
+        batch = append_batch(self._stream_key, entries)
+        self.guard.add_append(batch, self._guard_keys, plan)
+        replies = batch.send_transaction(self._r)
         self._metrics.append_seconds.observe(time.perf_counter() - started)
         self._metrics.events_out.inc(len(entries))
+        self._written()
+        self._report(self.guard.committed(plan, replies[-1]))
+
+    def _written(self) -> None:
+        if self.redis_problem:
+            log.info("redis takes writes again")
+            self.redis_problem = ""
+
+    def _report(self, verdict: Verdict) -> None:
+        """Say what the guard found, and relist what Redis lost."""
+        for loss in verdict.losses:
+            self._metrics.redis_losses.inc()
+            log.warning(
+                "redis lost writes of %s (its mark is %s, we wrote %d): relisting it",
+                loss.scope,
+                loss.stored or "gone",
+                loss.expected,
+                extra={"scope": loss.scope},
+            )
+            self._owe_relist(loss.scope, "redis-lost")
+        now = time.monotonic()
+        for conflict in verdict.conflicts:
+            self._metrics.scope_conflicts.inc()
+            if now - self._conflict_logged.get(conflict.scope, -3600.0) >= 60.0:
+                self._conflict_logged[conflict.scope] = now
+                log.warning(
+                    "another writer appends to %s (its mark %d is past ours, %d): is a "
+                    "second watcher running with the same resources?",
+                    conflict.scope,
+                    conflict.stored,
+                    conflict.expected,
+                    extra={"scope": conflict.scope},
+                )
 
     # ---- spool drain, trim, status --------------------------------------------------------
 
@@ -210,6 +295,9 @@ class StreamWriter:
                 pass
         if self.redis_up and len(self._spool):
             self._drain(budget_s=0.25)
+        if self.redis_up and not len(self._spool) and now >= self._next_guard_check:
+            self._next_guard_check = now + self._settings.guard_check_every_s
+            self._check_marks()
         if self.redis_up and not len(self._spool) and self.overflow.is_set():
             log.info("spool drained after overflow; reflectors will relist")
             self.overflow.clear()
@@ -226,15 +314,30 @@ class StreamWriter:
             self._next_status = now + 5.0
             self._publish_status()
 
+    def _check_marks(self) -> None:
+        """Does Redis still hold every scope's mark? Catches a quiet scope's loss."""
+        if not self.guard.expected:
+            return
+        batch = Batch()
+        scopes = self.guard.add_check(batch, self._guard_keys)
+        try:
+            (reply,) = batch.send(self._r)
+            if isinstance(reply, redis.RedisError):
+                raise reply
+        except redis.RedisError as exc:
+            self._set_up(False, exc)
+            return
+        self._report(self.guard.checked(scopes, reply))
+
     def _drain(self, budget_s: float) -> None:
         deadline = time.monotonic() + budget_s
         if self._drain_began is None:
             self._drain_began, self._drain_events = time.monotonic(), 0
         drained = 0
         while len(self._spool) and time.monotonic() < deadline:
-            entries, checkpoints, records = self._oldest_spooled()
+            entries, scopes, checkpoints, records = self._oldest_spooled()
             try:
-                self._write(entries, checkpoints)
+                self._write(entries, scopes, checkpoints)
             except redis.RedisError as exc:
                 self._set_up(False, exc)
                 break
@@ -262,10 +365,12 @@ class StreamWriter:
                 extra={"drained": drained, "left": len(self._spool)},
             )
 
-    def _oldest_spooled(self) -> tuple[list[StreamEvent], dict[str, str], int]:
+    def _oldest_spooled(self) -> tuple[list[StreamEvent], list[str], dict[str, str], int]:
         """The oldest spool records making up about one drain transaction: their
-        entries, the checkpoints they carry and how many records that is."""
+        entries, the scope of each, the checkpoints they carry and how many records
+        that is."""
         entries: list[StreamEvent] = []
+        scopes: list[str] = []
         checkpoints: dict[str, str] = {}
         records = 0
         while len(entries) < self._settings.drain_events_per_tx:
@@ -275,11 +380,13 @@ class StreamWriter:
             for payload in chunk:
                 batch = _decode_batch(payload)
                 entries.extend(batch.entries)
+                # Records spooled before scopes were recorded: scope unknown ("").
+                scopes.extend(batch.scopes or [""] * len(batch.entries))
                 checkpoints.update(batch.checkpoints)
                 records += 1
                 if len(entries) >= self._settings.drain_events_per_tx:
                     break
-        return entries, checkpoints, records
+        return entries, scopes, checkpoints, records
 
     def _publish_status(self) -> None:
         status = {
@@ -299,8 +406,18 @@ class StreamWriter:
         if up and not self.redis_up:
             log.info("redis reachable")
             self._metrics.reconnects.labels("redis").inc()
-        elif not up and self.redis_up:
-            log.warning("redis unreachable, spooling to %s: %s", self._spool.directory, exc)
+        if not up and exc is not None:
+            refusal = rediserrors.is_refusal(exc)
+            problem = (
+                f"redis refuses writes ({rediserrors.describe(exc)})"
+                if refusal
+                else f"redis unreachable ({rediserrors.describe(exc)})"
+            )
+            if problem != self.redis_problem:  # once per condition, not once per retry
+                log.warning("%s, spooling to %s", problem, self._spool.directory)
+            self.redis_problem = problem
+            if refusal:
+                self._metrics.redis_refusals.labels(rediserrors.error_code(exc)).inc()
         self.redis_up = up
         self._metrics.redis_up.set(1 if up else 0)
 

@@ -13,9 +13,19 @@ from common.redisconn import connect
 from common.resp import Batch, call
 from tests.servers import RedisServer, read_stream
 from watcher.append import append_batch
+from watcher.guard import ScopeGuard
 
 STREAM = b"k8s:events"
 CHECKPOINTS = b"k8s:checkpoints"
+GUARD_KEYS = [b"k8s:checkpoints:marks", CHECKPOINTS]
+
+
+def _append(entries: list[ev.StreamEvent], checkpoints: dict[str, str]) -> Batch:
+    """One append as the watcher sends it: the entries, then the guard call."""
+    guard = ScopeGuard()
+    batch = append_batch(STREAM, entries)
+    guard.add_append(batch, GUARD_KEYS, guard.plan([], checkpoints))
+    return batch
 
 
 def _events() -> list[ev.StreamEvent]:
@@ -69,7 +79,7 @@ def test_entries_read_back_as_the_events_sent(r: "redis.Redis") -> None:
     sent = _events()
     checkpoints = {"jobs.batch.volcano.sh/": "8", "pods/ns": "10"}
 
-    replies = append_batch(STREAM, CHECKPOINTS, sent, checkpoints).send_transaction(r)
+    replies = _append(sent, checkpoints).send_transaction(r)
 
     entries = read_stream(r, STREAM)
     assert [entry_id for entry_id, _ in entries] == replies[: len(sent)]
@@ -80,8 +90,8 @@ def test_entries_read_back_as_the_events_sent(r: "redis.Redis") -> None:
 def test_refused_transaction_applies_nothing_and_the_client_goes_on(
     r: "redis.Redis", request: pytest.FixtureRequest
 ) -> None:
-    # An ACL user allowed to append but not to move checkpoints: Redis refuses the
-    # HSET when it is queued, so EXEC aborts the whole transaction.
+    # An ACL user allowed to append but not to run the guard that moves the
+    # checkpoints: Redis refuses the EVAL when it is queued, so EXEC aborts it all.
     r.acl_setuser(
         "appender",
         enabled=True,
@@ -98,14 +108,14 @@ def test_refused_transaction_applies_nothing_and_the_client_goes_on(
         socket_timeout=5,
     )
     request.addfinalizer(appender.close)
-    tx = append_batch(STREAM, CHECKPOINTS, _events()[:1], {"jobs.batch.volcano.sh/": "7"})
+    tx = _append(_events()[:1], {"jobs.batch.volcano.sh/": "7"})
 
-    with pytest.raises(redis.ResponseError, match="no permissions to run the 'hset' command"):
+    with pytest.raises(redis.ResponseError, match="no permissions to run the 'eval' command"):
         tx.send_transaction(appender)
 
     assert r.xlen(STREAM) == 0
     assert r.exists(CHECKPOINTS) == 0
-    append_batch(STREAM, CHECKPOINTS, _events()[:1], {}).send_transaction(appender)
+    append_batch(STREAM, _events()[:1]).send_transaction(appender)
     assert r.xlen(STREAM) == 1
 
 
@@ -114,10 +124,10 @@ def test_redis_killed_mid_run_raises_a_connection_error(
 ) -> None:
     client = redis_server.client(socket_connect_timeout=2)
     request.addfinalizer(client.close)
-    append_batch(STREAM, CHECKPOINTS, _events()[:1], {}).send_transaction(client)
+    _append(_events()[:1], {}).send_transaction(client)
     redis_server.kill()  # the pooled connection is now dead
     with pytest.raises(redis.ConnectionError):
-        append_batch(STREAM, CHECKPOINTS, _events()[1:2], {}).send_transaction(client)
+        _append(_events()[1:2], {}).send_transaction(client)
 
 
 def test_a_connection_closed_under_a_blocked_read_is_replaced_and_the_read_retried(

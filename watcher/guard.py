@@ -1,0 +1,159 @@
+"""Redis is not the memory of record: the watcher's side of that rule.
+
+Per scope the writer remembers the mark (a count of appends, see guard.lua) it
+last wrote. Each append checks, in its own MULTI/EXEC, that Redis still holds
+it; a quiet scope is checked the same way every second. The verdicts:
+
+| stored mark vs ours | means                              | we do                        |
+|---------------------|------------------------------------|------------------------------|
+| equal               | nothing lost                       | move the checkpoint          |
+| missing or lower    | Redis lost writes of this scope    | keep the checkpoint, relist  |
+| higher              | a second watcher writes this scope | log, count, carry on         |
+
+A scope owes a relist from the moment a loss is found (or an event of it was
+dropped) until a relist that *began after that moment* has been appended to its
+end: until then its checkpoint never moves, so a watcher restarted meanwhile
+cannot resume past what was lost.
+
+Only the writer thread calls into a ScopeGuard.
+"""
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Final
+
+import msgspec
+
+from common import events as ev
+from common.resp import Arg, Batch
+
+GUARD_SOURCE: Final = Path(__file__).with_name("guard.lua").read_bytes()
+
+APPEND: Final = b"append"
+CHECK: Final = b"check"
+
+
+class Loss(msgspec.Struct, frozen=True):
+    """Redis holds an older mark for scope than the watcher wrote ("" = none)."""
+
+    scope: str
+    stored: str
+    expected: int
+
+
+class Conflict(msgspec.Struct, frozen=True):
+    """Someone else moved scope's mark past ours: a second watcher."""
+
+    scope: str
+    stored: int
+    expected: int
+
+
+class Verdict(msgspec.Struct, frozen=True):
+    losses: list[Loss]
+    conflicts: list[Conflict]
+
+
+class Plan(msgspec.Struct, frozen=True):
+    """What one append writes: the checkpoints allowed to move, the scopes it
+    touches, and which relists it completes (if it goes through)."""
+
+    checkpoints: dict[str, str]
+    scopes: list[str]
+    owed_after: dict[str, bool]
+
+
+class ScopeGuard:
+    """Marks last written, and the relists scopes owe."""
+
+    def __init__(self) -> None:
+        self.expected: dict[str, int] = {}
+        # scope -> has a relist begun since the loss? (True once its BEGIN is appended)
+        self.owed: dict[str, bool] = {}
+
+    def load(self, marks: dict[str, int]) -> None:
+        """The marks Redis (or the spool) held when the watcher started."""
+        self.expected.update(marks)
+
+    def owe_relist(self, scope: str) -> None:
+        """From now on scope's checkpoint stays until a relist begun after now ends."""
+        self.owed[scope] = False
+
+    def plan(self, writes: Sequence[tuple[str, str]], checkpoints: dict[str, str]) -> Plan:
+        """writes: (scope, entry type) in append order."""
+        owed = dict(self.owed)
+        writes = [(scope, kind) for scope, kind in writes if scope]  # "": unknown (old spool)
+        for scope, kind in writes:
+            if scope not in owed:
+                continue
+            if kind == ev.RELIST_BEGIN:
+                owed[scope] = True
+            elif kind == ev.RELIST_END and owed[scope]:
+                del owed[scope]
+        scopes = list(dict.fromkeys([*(s for s, _ in writes), *checkpoints]))
+        allowed = {s: rv for s, rv in checkpoints.items() if s not in owed}
+        return Plan(allowed, scopes, owed)
+
+    def add_append(self, batch: Batch, keys: Sequence[Arg], plan: Plan) -> None:
+        """The guard call of an append (last command of its MULTI/EXEC)."""
+        args: list[Arg] = [APPEND]
+        for scope in plan.scopes:
+            args += (scope, self._expected_arg(scope), plan.checkpoints.get(scope, ""))
+        batch.add(b"EVAL", GUARD_SOURCE, len(keys), *keys, *args)
+
+    def add_check(self, batch: Batch, keys: Sequence[Arg]) -> list[str]:
+        """A read-only check of every scope with a mark; the scopes it covers."""
+        scopes = sorted(self.expected)
+        args: list[Arg] = [CHECK]
+        for scope in scopes:
+            args += (scope, str(self.expected[scope]), "")
+        batch.add(b"EVAL", GUARD_SOURCE, len(keys), *keys, *args)
+        return scopes
+
+    def committed(self, plan: Plan, reply: object) -> Verdict:
+        """The append went through: adopt its marks and relist state; judge it."""
+        self.owed = dict(plan.owed_after)
+        flat = _strings(reply)
+        verdict = self._judge(plan.scopes, flat[0::2])
+        for scope, new in zip(plan.scopes, flat[1::2], strict=True):
+            self.expected[scope] = int(new)
+        for loss in verdict.losses:
+            self.owe_relist(loss.scope)
+        return verdict
+
+    def checked(self, scopes: list[str], reply: object) -> Verdict:
+        verdict = self._judge(scopes, _strings(reply))
+        for loss in verdict.losses:
+            self.owe_relist(loss.scope)
+            # Expect what Redis holds now (the relist rebuilds the rest), so a
+            # further loss below it is found too.
+            if loss.stored:
+                self.expected[loss.scope] = int(loss.stored)
+            else:
+                del self.expected[loss.scope]
+        for conflict in verdict.conflicts:
+            self.expected[conflict.scope] = conflict.stored
+        return verdict
+
+    def _judge(self, scopes: Iterable[str], stored_marks: list[str]) -> Verdict:
+        losses: list[Loss] = []
+        conflicts: list[Conflict] = []
+        for scope, stored in zip(scopes, stored_marks, strict=True):
+            expected = self.expected.get(scope)
+            if expected is None:
+                continue
+            if not stored or int(stored) < expected:
+                losses.append(Loss(scope, stored, expected))
+            elif int(stored) > expected:
+                conflicts.append(Conflict(scope, int(stored), expected))
+        return Verdict(losses, conflicts)
+
+    def _expected_arg(self, scope: str) -> str:
+        expected = self.expected.get(scope)
+        return "" if expected is None else str(expected)
+
+
+def _strings(reply: object) -> list[str]:
+    if not isinstance(reply, list):
+        raise TypeError(f"unexpected guard reply {reply!r}")
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in reply]
