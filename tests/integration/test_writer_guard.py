@@ -1,0 +1,166 @@
+"""The watcher's writer against a real redis-server and a real disk spool: whoever
+drops an event or finds it lost makes its scope relist, and the scope's
+checkpoint stays put until a relist begun afterwards has landed."""
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from common import events as ev
+from common.keys import Keys
+from common.redisconn import connect
+from tests.servers import RedisServer, wait_until
+from watcher.metrics import WatcherMetrics
+from watcher.spool import Spool
+from watcher.writer import Item, StreamWriter, WriterSettings
+
+KEYS = Keys()
+BUSY, QUIET = "jobs.batch.volcano.sh/busy", "jobs.batch.volcano.sh/quiet"
+
+
+class Relists:
+    """Stands in for the reflectors: records what the writer asks of each scope."""
+
+    def __init__(self, writer: StreamWriter, *scopes: str) -> None:
+        self.asked: dict[str, list[str]] = {scope: [] for scope in scopes}
+        for scope in scopes:
+            writer.on_relist(scope, self.asked[scope].append)
+
+
+def _event(kind: str, namespace: str, rv: int, name: str = "j", size: int = 0) -> ev.StreamEvent:
+    return ev.StreamEvent(
+        type=kind,
+        resource="jobs.batch.volcano.sh",
+        kind="job",
+        namespace=namespace,
+        name="" if kind in ev.MARKER_TYPES else name,
+        uid="" if kind in ev.MARKER_TYPES else f"u-{name}",
+        rv=str(rv),
+        object=b"" if kind in ev.MARKER_TYPES else b'{"x":"' + b"y" * size + b'"}',
+        received_ns=time.time_ns(),
+        members=ev.encode_members([]) if kind == ev.RELIST_END else b"",
+    )
+
+
+def _checkpoint(r: "redis.Redis", scope: str) -> bytes | None:
+    value = r.hget(KEYS.checkpoints, scope)
+    assert value is None or isinstance(value, bytes)
+    return value
+
+
+class Running:
+    def __init__(self, writer: StreamWriter, metrics: WatcherMetrics) -> None:
+        self.writer, self.metrics, self.stop = writer, metrics, threading.Event()
+        self.thread = threading.Thread(target=writer.run, args=(self.stop,))
+        self.thread.start()
+
+    def put(self, scope: str, event: ev.StreamEvent | None, rv: int | None) -> None:
+        self.writer.put(Item(event, scope, str(rv) if rv else None), self.stop)
+
+    def settled(self) -> bool:
+        return self.writer.queue.empty() and self.sample("kube2redis_watcher_spool_records") == 0
+
+    def sample(self, name: str) -> float:
+        return self.metrics.registry.get_sample_value(name) or 0.0
+
+
+@pytest.fixture
+def writer_on(redis_server: RedisServer, tmp_path: Path) -> Iterator[tuple[StreamWriter, Running]]:
+    spool = Spool(tmp_path / "spool", max_bytes=64 * 1024)
+    settings = WriterSettings(redis_probe_every_s=0.1, guard_check_every_s=0.1)
+    metrics = WatcherMetrics()
+    client = connect(redis_server.url, retries=0, socket_timeout=2.0)
+    writer = StreamWriter(client, KEYS, spool, metrics, settings)
+    writer.load_checkpoints()
+    running = Running(writer, metrics)
+    yield writer, running
+    running.stop.set()
+    running.thread.join(30)
+
+
+def test_a_scope_whose_events_were_dropped_relists_even_if_it_stays_quiet(
+    redis_server: RedisServer, writer_on: tuple[StreamWriter, Running]
+) -> None:
+    writer, running = writer_on
+    relists = Relists(writer, BUSY, QUIET)
+    r = redis_server.client()
+    running.put(BUSY, _event(ev.ADDED, "busy", 10), 10)
+    running.put(QUIET, _event(ev.ADDED, "quiet", 11), 11)
+    wait_until(lambda: _checkpoint(r, QUIET) == b"11", 10, "both checkpoints written")
+
+    redis_server.kill()
+    # The quiet scope's one event lands in a spool that is already full: dropped.
+    rv = 100
+    while not writer.overflow.is_set():
+        rv += 1
+        running.put(BUSY, _event(ev.MODIFIED, "busy", rv, size=4000), rv)
+        time.sleep(0.01)
+        assert rv < 1000, "the spool never filled"
+    running.put(QUIET, _event(ev.MODIFIED, "quiet", rv + 1), rv + 1)
+    redis_server.start()
+    wait_until(lambda: not writer.overflow.is_set() and running.settled(), 30, "the drain")
+
+    assert "spool-full" in relists.asked[QUIET]
+    assert "spool-full" in relists.asked[BUSY]
+    # The quiet scope's checkpoint did not move past the dropped event...
+    assert _checkpoint(r, QUIET) == b"11"
+    # ...nor does a later event move it: only a relist begun after the drop does.
+    running.put(QUIET, _event(ev.MODIFIED, "quiet", rv + 2), rv + 2)
+    running.put(QUIET, _event(ev.RELIST_END, "quiet", rv + 3), rv + 3)  # an older relist's end
+    wait_until(running.settled, 10, "the appends")
+    assert _checkpoint(r, QUIET) == b"11"
+    running.put(QUIET, _event(ev.RELIST_BEGIN, "quiet", rv + 4), None)
+    running.put(QUIET, _event(ev.RELIST_END, "quiet", rv + 4), rv + 4)
+    wait_until(lambda: _checkpoint(r, QUIET) == str(rv + 4).encode(), 10, "the relist's rv")
+
+
+def test_redis_restarted_empty_is_found_without_any_new_event(
+    redis_server: RedisServer, writer_on: tuple[StreamWriter, Running]
+) -> None:
+    writer, running = writer_on
+    relists = Relists(writer, BUSY, QUIET)
+    r = redis_server.client()
+    running.put(QUIET, _event(ev.ADDED, "quiet", 11), 11)
+    wait_until(lambda: _checkpoint(r, QUIET) == b"11", 10, "the checkpoint written")
+
+    redis_server.restart_empty()
+
+    wait_until(lambda: relists.asked[QUIET], 30, "a relist asked of the quiet scope")
+    assert relists.asked[QUIET] == ["redis-lost"]
+    assert relists.asked[BUSY] == []  # never written: nothing of it was lost
+    # A late event of the old watch does not write a checkpoint a restart would trust.
+    running.put(QUIET, _event(ev.MODIFIED, "quiet", 12), 12)
+    wait_until(running.settled, 10, "the append")
+    assert _checkpoint(r, QUIET) is None
+
+
+def test_redis_restored_to_older_marks_is_a_loss_and_a_second_writer_is_not(
+    redis_server: RedisServer, writer_on: tuple[StreamWriter, Running], tmp_path: Path
+) -> None:
+    writer, running = writer_on
+    relists = Relists(writer, BUSY, QUIET)
+    r = redis_server.client()
+    running.put(BUSY, _event(ev.ADDED, "busy", 10), 10)
+    running.put(QUIET, _event(ev.ADDED, "quiet", 10), 10)
+    wait_until(lambda: _checkpoint(r, QUIET) == b"10", 10, "the first appends")
+    snapshot = tmp_path / "old.rdb"
+    redis_server.snapshot(snapshot)
+    running.put(BUSY, _event(ev.MODIFIED, "busy", 20), 20)
+    wait_until(lambda: _checkpoint(r, BUSY) == b"20", 10, "an append after the snapshot")
+
+    redis_server.restore(snapshot)
+    wait_until(lambda: relists.asked[BUSY], 30, "a relist of the scope that lost a write")
+    assert relists.asked == {BUSY: ["redis-lost"], QUIET: []}
+
+    # Another watcher bumps QUIET's mark: said in the metrics, no relist.
+    redis_server.client().hincrby(KEYS.checkpoint_marks, QUIET, 5)
+    wait_until(
+        lambda: running.sample("kube2redis_watcher_scope_conflicts_total") >= 1,
+        30,
+        "the conflict counted",
+    )
+    assert relists.asked[QUIET] == []
