@@ -112,7 +112,7 @@ def test_redis_restored_from_an_older_snapshot_misses_nothing_and_resurrects_not
     assert stored_object(r, "job", namespace, "old-15") is not None  # deleted, yet back
     assert stored_object(r, "job", namespace, "new-3") is None  # created, yet missing
     old_3 = r.hget(KEYS.state("job", namespace, "old-3"), "rv")
-    assert old_3 is not None
+    assert isinstance(old_3, bytes)
     assert old_3.decode() != jobs.rvs[jobs.uids["old-3"]][-1]  # updated, yet stale
     for proc in (watcher, projector):
         proc.signal(signal.SIGCONT)
