@@ -57,6 +57,8 @@ class Settings(msgspec.Struct):
 
 pass_settings = click.make_pass_decorator(Settings)
 
+RESYNC_TIMEOUT_S = 120.0
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @option(
@@ -392,6 +394,30 @@ def replay(
 
 
 @cli.command()
+@option(
+    "--resource",
+    default="",
+    help="plural.group, plural or kind to relist (default: every watched resource).",
+)
+@option("--namespace", default="", help="Namespace to relist (default: all).")
+@option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    default=RESYNC_TIMEOUT_S,
+    show_default=True,
+    help="Seconds to wait for the relists to be applied.",
+)
+@pass_settings
+def resync(settings: Settings, resource: str, namespace: str, timeout: float) -> None:
+    """Ask the running watchers to relist now; wait until the relists are applied."""
+    from common.resync import ResyncRequest
+    from kube2redis import resyncs
+
+    wanted = ResyncRequest(resource=resource, namespace=namespace)
+    resyncs.run(settings.redis(), settings.keys, wanted, timeout, click.echo)
+
+
+@cli.command()
 @kube_options
 @option("--json", "as_json", is_flag=True, help="Print the drift as JSON.")
 @option(
@@ -400,6 +426,19 @@ def replay(
     default=2,
     show_default=True,
     help="Re-check drift this many times, 1 s apart (objects in flight settle).",
+)
+@option(
+    "--repair",
+    is_flag=True,
+    help="Ask the watchers to relist exactly the scopes with drift, wait until that is "
+    "applied, and check again (exit 0 if it is clean then).",
+)
+@option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    default=RESYNC_TIMEOUT_S,
+    show_default=True,
+    help="With --repair: seconds to wait for the relists.",
 )
 @pass_settings
 def verify(
@@ -410,6 +449,8 @@ def verify(
     namespaces: tuple[str, ...],
     as_json: bool,
     retries: int,
+    repair: bool,
+    timeout: float,
 ) -> None:
     """Compare Redis with the live cluster; exit 1 on drift."""
     from rich.console import Console
@@ -441,6 +482,26 @@ def verify(
         Console().print(table)
     else:
         click.echo(f"no drift: {', '.join(r.spec.name for r in resolved)} match the cluster")
+    if drift and repair:
+        from common.resync import ResyncRequest
+        from kube2redis import resyncs
+
+        by_kind = {res.key_kind: res for res in resolved}
+        scopes = sorted({(d.kind, Keys.split_member(d.member)[0]) for d in drift})
+        for kind, namespace in scopes:
+            wanted = ResyncRequest(
+                resource=by_kind[kind].spec.name, namespace=namespace, reason="verify-repair"
+            )
+            resyncs.run(r, settings.keys, wanted, timeout, lambda line: click.echo(line, err=True))
+        drift = [
+            d
+            for res in resolved
+            for d in verify_resource(kube, r, settings.keys, res, list(namespaces))
+        ]
+        click.echo(
+            f"after the repair: {len(drift)} drifted" if drift else "repaired: no drift left",
+            err=True,
+        )
     sys.exit(1 if drift else 0)
 
 

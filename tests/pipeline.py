@@ -76,7 +76,9 @@ def missing_versions(
     ]
 
 
-def verify(redis_url: str, kube: Kube, namespace: str, retries: int = 10) -> tuple[int, str]:
+def verify(
+    redis_url: str, kube: Kube, namespace: str, retries: int = 10, repair: bool = False
+) -> tuple[int, str]:
     result = procs.run(
         [
             "verify",
@@ -87,6 +89,7 @@ def verify(redis_url: str, kube: Kube, namespace: str, retries: int = 10) -> tup
             "--retries",
             str(retries),
             "--json",
+            *(["--repair"] if repair else []),
         ],
         env(redis_url, kube),
     )

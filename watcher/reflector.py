@@ -24,6 +24,7 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 
 import msgspec
 
@@ -80,6 +81,8 @@ class Reflector:
         self._list_prefix = _list_item_prefix(resource)
         self._lock = threading.Lock()
         self._relist_reason: str | None = None if start_rv else "initial"
+        # Told (list rv, objects) when the next relist has been handed to the writer.
+        self._on_relisted: list[Callable[[str, int], None]] = []
         # A resumed rv is checked against the server's before the watch.
         self._check_rv = start_rv is not None
         self._cancel = WatchCancel()
@@ -87,12 +90,17 @@ class Reflector:
 
     # ---- relist requests ------------------------------------------------------------------
 
-    def request_relist(self, reason: str) -> None:
+    def request_relist(
+        self, reason: str, on_relisted: Callable[[str, int], None] | None = None
+    ) -> None:
         """Relist as soon as possible (any thread): ends a watch blocked on a quiet
-        stream. The first reason given since the last relist is the one counted."""
+        stream. The first reason given since the last relist is the one counted;
+        on_relisted(list rv, objects) is called once a relist has been appended."""
         with self._lock:
             if self._relist_reason is None:
                 self._relist_reason = reason
+            if on_relisted is not None:
+                self._on_relisted.append(on_relisted)
         self._cancel.fire()
 
     def _take_relist_request(self) -> str | None:
@@ -247,6 +255,10 @@ class Reflector:
         self._emit(end, list_rv, stop)
         self.rv = list_rv
         self.api_ok = True
+        with self._lock:
+            told, self._on_relisted = self._on_relisted, []
+        for tell in told:
+            tell(list_rv, len(members))
         log.info(
             "relisted %d objects at rv %s in %.2fs",
             len(members),

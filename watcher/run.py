@@ -16,6 +16,7 @@ from common.process import stop_on_signals
 from common.resources import Resource, ResourceSpec
 from watcher.metrics import WatcherMetrics
 from watcher.reflector import Reflector, scope_id
+from watcher.resyncs import ResyncListener
 from watcher.spool import FsyncPolicy, Spool
 from watcher.writer import StreamWriter, WriterSettings
 
@@ -109,7 +110,9 @@ def run(config: WatcherConfig, kube: KubeClient, r: "redis.Redis", keys: Keys) -
     log.info("watching %d scopes", len(reflectors), extra={"scopes": [f.scope for f in reflectors]})
     # The writer owns every write: if it dies the process must not linger half-alive
     # (a supervisor or the kubelet restarts it, and the checkpoint makes that safe).
+    resyncs = ResyncListener(r, keys, reflectors, writer.watcher_id)
     while not stop.wait(1.0):
+        resyncs.poll()
         if not writer_thread.is_alive():
             log.error("the writer thread died; exiting so the watcher is restarted")
             health.stop()

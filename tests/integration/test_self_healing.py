@@ -6,12 +6,17 @@ import signal
 import threading
 from pathlib import Path
 
+import redis
+
+from tests import procs as kprocs
 from tests.pipeline import (
     KEYS,
+    env,
     metric,
     start_projector,
     start_watcher,
     stored_object,
+    verify,
     wait_verified,
 )
 from tests.procs import Proc, ProcFactory
@@ -27,7 +32,7 @@ def _running(*processes: Proc) -> None:
 
 
 def _relists(watcher: Proc, reason: str) -> float:
-    labels = f'resource="jobs.batch.volcano.sh",reason="{reason}"'
+    labels = f'reason="{reason}",resource="jobs.batch.volcano.sh"'
     return metric(watcher, f"kube2redis_watcher_relists_total{{{labels}}}")
 
 
@@ -122,3 +127,47 @@ def test_redis_restored_from_an_older_snapshot_misses_nothing_and_resurrects_not
     assert stored_object(r, "job", namespace, "old-15") is None  # deleted: not resurrected
     assert stored_object(r, "job", namespace, "new-3") is not None  # created: not missing
     assert _relists(watcher, "redis-lost") >= 1
+
+
+def test_resync_and_verify_repair_relist_on_demand_and_say_when_applied(
+    kube: Kube, namespace: str, redis_url: str, procs: ProcFactory, tmp_path: Path
+) -> None:
+    watcher = start_watcher(procs, redis_url, kube, namespace, tmp_path / "spool")
+    projector = start_projector(procs, redis_url, kube)
+    watcher.wait_ready()
+    projector.wait_ready()
+    jobs = Jobs(kube, namespace)
+    for i in range(5):
+        jobs.create(f"rs-{i}")
+    wait_verified(redis_url, kube, namespace)
+    r = redis.Redis.from_url(redis_url)
+
+    def damage() -> None:
+        # What an operator's stray DEL does: the mirror is wrong and nothing in the
+        # cluster changes to fix it.
+        r.delete(KEYS.state("job", namespace, "rs-1"))
+        r.srem(KEYS.index("job"), f"{namespace}:rs-1")
+        assert verify(redis_url, kube, namespace, retries=0)[0] == 1
+
+    damage()
+    result = kprocs.run(
+        ["resync", "--resource", "jobs.batch.volcano.sh", "--namespace", namespace],
+        env(redis_url, kube),
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"jobs.batch.volcano.sh/{namespace}: relisted 5 objects at rv" in result.stdout
+    assert result.stdout.rstrip().endswith("applied")
+    assert verify(redis_url, kube, namespace, retries=0)[0] == 0
+    assert _relists(watcher, "resync") == 1
+
+    damage()
+    code, output = verify(redis_url, kube, namespace, retries=0, repair=True)
+    assert code == 0, output
+    assert "repaired: no drift left" in output
+    assert _relists(watcher, "verify-repair") == 1
+
+
+def test_resync_with_no_watcher_says_so(redis_url: str) -> None:
+    result = kprocs.run(["resync", "--timeout", "2"], {"KUBE2REDIS_REDIS_URL": redis_url})
+    assert result.returncode == 1
+    assert result.stderr.startswith("kube2redis: error: no watcher answered resync request")
