@@ -1,4 +1,11 @@
-"""The consumer-group loop: read, apply (atomically with the ack), reclaim, dead-letter."""
+"""The consumer-group loop: read, apply (atomically with the ack), reclaim, dead-letter.
+
+Redis refusing work (OOM, READONLY, MISCONF, ...: common/rediserrors.py) is the
+server's condition, never an entry's: the projector backs off and sends the same
+work again, holding the entries it read in memory (a re-read would count a
+delivery toward --max-deliveries) and keeping them from other consumers'
+reclaim. Only an entry that is itself bad goes to the dead-letter stream.
+"""
 
 import logging
 import os
@@ -6,8 +13,10 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from functools import partial
+from itertools import chain
+from typing import Any, Final, TypeVar
 
 import msgspec
 import redis
@@ -15,11 +24,20 @@ import redis
 from common import events as ev
 from common.keys import Keys
 from common.redisconn import text
+from common.rediserrors import ErrorClass, classify, describe, error_code, is_refusal
 from common.resp import Arg, Batch, call
 from projector.metrics import ProjectorMetrics
-from projector.scripts import ApplySettings, Scripts, is_noscript
+from projector.scripts import ApplySettings, Scripts
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Queued = tuple[str, ev.StreamEvent | None]
+Dead = tuple[str, dict[Any, Any], str]
+
+# The stream or the group was deleted under us (FLUSHALL, a restore): NOGROUP on
+# the next read, UNBLOCKED for a read blocked at the time.
+_GROUP_GONE: Final = frozenset({"NOGROUP", "UNBLOCKED"})
 
 
 class ConsumerSettings(msgspec.Struct, frozen=True):
@@ -40,6 +58,77 @@ def default_consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
+class _StopRequestedError(Exception):
+    """Asked to stop while backing off: what we hold stays pending, unacked."""
+
+
+class Refusals:
+    """One episode of Redis refusing our work: its backoff (0.1 s doubling to 5 s),
+    its reason for /readyz, its metrics, and a log line when it starts (or its
+    code changes) and one when it ends; never one per retry."""
+
+    INITIAL_S: Final = 0.1
+    MAXIMUM_S: Final = 5.0
+
+    def __init__(
+        self, metrics: ProjectorMetrics, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.metrics, self._clock = metrics, clock
+        self.reason = ""  # "" while Redis accepts our work
+        self._code = ""
+        self._delay = self.INITIAL_S
+        self._since = 0.0
+        self._count = 0
+
+    def refused(self, exc: BaseException) -> float:
+        """Count one refused attempt; the delay before the next."""
+        code = error_code(exc)
+        self.metrics.redis_refusals.labels(code).inc()
+        self.reason = describe(exc)
+        if not self._code:
+            self._since, self._count, self._delay = self._clock(), 0, self.INITIAL_S
+            self.metrics.redis_refusing.set(1)
+        if code != self._code:
+            log.warning(
+                "redis refuses writes: %s; backing off and retrying the same work "
+                "(no entry is dead-lettered for it)",
+                self.reason,
+                extra={"code": code},
+            )
+            self._code = code
+        self._count += 1
+        delay, self._delay = self._delay, min(self._delay * 2, self.MAXIMUM_S)
+        return delay
+
+    def accepted(self) -> None:
+        """Redis did what it refused before: the episode is over."""
+        if not self._code:
+            return
+        log.warning(
+            "redis accepts writes again after %.1f s and %d refused attempts",
+            self._clock() - self._since,
+            self._count,
+            extra={"code": self._code},
+        )
+        self.interrupted()
+
+    def interrupted(self) -> None:
+        """Forget the episode without a verdict (the connection is gone: that is
+        said on its own)."""
+        self.reason, self._code = "", ""
+        self.metrics.redis_refusing.set(0)
+
+
+def _reply_class(reply: object) -> ErrorClass | None:
+    """The class of an error reply; None for a reply that is not an error."""
+    return classify(reply) if isinstance(reply, redis.RedisError) else None
+
+
+def _id_order(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
 class Projector:
     """One consumer in the group; run() until stop is set, finishing the batch in hand."""
 
@@ -49,9 +138,22 @@ class Projector:
         self.r, self.keys, self.settings, self.metrics = r, keys, settings, metrics
         self.consumer = settings.consumer or default_consumer_name()
         self.scripts = Scripts(keys, settings.apply)
+        self.refusals = Refusals(metrics)
         self.connected = False
         self._read_own_pending = True
         self._next_reclaim = 0.0
+        self._stop = threading.Event()  # run() puts its own in
+        # Entries held through a refusal have their idle time reset this often, well
+        # inside the idle time at which other consumers reclaim (same setting).
+        self._keep_every_s = settings.reclaim_idle_ms / 3000
+
+    def readiness(self) -> tuple[bool, str]:
+        """For /readyz: whether we apply entries, and if not, why."""
+        if self.refusals.reason:
+            return False, f"redis refuses writes: {self.refusals.reason}"
+        if not self.connected:
+            return False, "redis unreachable"
+        return True, "ok"
 
     def ensure_group(self) -> None:
         """Create the group (and the stream) if missing; from start_id so a new
@@ -62,37 +164,53 @@ class Projector:
             )
             log.info("created consumer group %s", self.settings.group)
         except redis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
+            if error_code(exc) != "BUSYGROUP":
                 raise
 
     def run(self, stop: threading.Event) -> None:
+        self._stop = stop
         while not stop.is_set():
             try:
-                if not self.connected:
-                    self.ensure_group()
-                    self.scripts.load(self.r)
-                    self.connected = True
-                    # After a connection error our own pending entries may be unapplied.
-                    self._read_own_pending = True
-                self.step()
-            except redis.ConnectionError as exc:
-                self._lost(exc, stop)
-            except redis.TimeoutError as exc:
-                self._lost(exc, stop)
-            except redis.ResponseError as exc:
-                # NOGROUP on the next read, UNBLOCKED for a read blocked at the time.
-                if "NOGROUP" not in str(exc) and "UNBLOCKED" not in str(exc):
-                    raise
-                # The stream or group was deleted under us (FLUSHALL, a restore): recreate.
-                log.warning("consumer group gone, recreating it: %s", exc)
-                self.connected = False
+                self._run_once()
+            except _StopRequestedError:
+                return
+            except redis.RedisError as exc:
+                self._failed(exc)
 
-    def _lost(self, exc: Exception, stop: threading.Event) -> None:
+    def _run_once(self) -> None:
+        if not self.connected:
+            self.ensure_group()
+            self.scripts.load(self.r)
+            self.connected = True
+            # After a connection error our own pending entries may be unapplied.
+            self._read_own_pending = True
+        self.step()
+        # What Redis refused out here (creating the group, a read, a claim) was
+        # just done again and worked.
+        self.refusals.accepted()
+
+    def _failed(self, exc: redis.RedisError) -> None:
+        """Decide on an error out of the loop: back off, reconnect, recreate, or raise."""
+        kind = classify(exc)
+        if kind is ErrorClass.REFUSAL:
+            # Nothing is held out here: each step starts over (and reclaims first).
+            self._next_reclaim = 0.0
+            self._wait_refused(exc, held=())
+        elif kind is ErrorClass.UNREACHABLE:
+            self._lost(exc)
+        elif error_code(exc) in _GROUP_GONE:
+            log.warning("consumer group gone, recreating it: %s", describe(exc))
+            self.connected = False
+        else:
+            raise exc
+
+    def _lost(self, exc: Exception) -> None:
         if self.connected:
             log.warning("redis connection lost: %s", exc)
         self.connected = False
+        self.refusals.interrupted()
         self.metrics.reconnects.inc()
-        stop.wait(1.0)
+        self._stop.wait(1.0)
 
     def step(self) -> int:
         """Read and apply one batch; returns how many entries it handled."""
@@ -117,27 +235,14 @@ class Projector:
             call(self.r, *args, b"STREAMS", self.keys.stream, read_id)
         )
 
+    # ---- apply ----------------------------------------------------------------------------
+
     def apply(self, entries: Sequence[ev.Entry]) -> int:
         """Apply entries and ack them, each atomically with its state change."""
         if not entries:
             return 0
         started = time.perf_counter()
-        queued: list[tuple[str, ev.StreamEvent | None]] = []
-        dead: list[tuple[str, dict[Any, Any], str]] = []
-        for raw_id, fields in entries:
-            entry_id = raw_id.decode()
-            if not fields:
-                # Trimmed while pending (Redis 7 keeps the id, drops the fields).
-                self.metrics.trimmed_pending.inc()
-                if self.settings.group:
-                    queued.append((entry_id, None))
-                continue
-            try:
-                event = ev.from_fields(fields)
-            except ev.MalformedEntryError as exc:
-                dead.append((entry_id, fields, str(exc)))
-                continue
-            queued.append((entry_id, event))
+        queued, dead = self._parse(entries)
         results = self._run(queued)
         now_ns = time.time_ns()
         outcomes: Counter[str] = Counter()
@@ -147,7 +252,9 @@ class Projector:
             if applied is None:
                 continue
             if isinstance(result, Exception):
-                dead.append((entry_id, dict(ev.to_fields(applied)), f"apply failed: {result}"))
+                # Not a refusal (those were sent again until done): the entry's own fault.
+                reason = f"apply failed: {describe(result)}"
+                dead.append((entry_id, dict(ev.to_fields(applied)), reason))
                 continue
             outcomes[result.decode() if isinstance(result, bytes) else "relist"] += 1
             if observe_latency and not applied.is_marker:
@@ -160,21 +267,70 @@ class Projector:
         self.metrics.apply_seconds.observe(time.perf_counter() - started)
         return len(entries)
 
-    def _run(self, queued: list[tuple[str, ev.StreamEvent | None]]) -> list[object]:
-        """One reply per queued entry; reloads the scripts and resends on NOSCRIPT."""
-        results = self._batch(queued).send(self.r) if queued else []
-        missing = [i for i, result in enumerate(results) if is_noscript(result)]
-        if missing:
-            # Redis lost its script cache (a restart, SCRIPT FLUSH): what failed did
-            # nothing, so sending the same calls again, in order, is safe.
-            log.info("redis lost the apply scripts; loading them again")
-            self.scripts.load(self.r)
-            again = self._batch([queued[i] for i in missing]).send(self.r)
-            for i, result in zip(missing, again, strict=True):
-                results[i] = result
+    def _parse(self, entries: Sequence[ev.Entry]) -> tuple[list[Queued], list[Dead]]:
+        """Entries to send and entries to dead-letter. Everything that can find an
+        entry malformed runs here, before anything is sent, so one bad entry is
+        dead-lettered alone and never fails the batch around it."""
+        queued: list[Queued] = []
+        dead: list[Dead] = []
+        for raw_id, fields in entries:
+            entry_id = raw_id.decode()
+            if not fields:
+                # Trimmed while pending (Redis 7 keeps the id, drops the fields).
+                self.metrics.trimmed_pending.inc()
+                if self.settings.group:
+                    queued.append((entry_id, None))
+                continue
+            try:
+                event = ev.from_fields(fields)
+                if event.type == ev.RELIST_END:
+                    ev.decode_members(event.members)  # Scripts.relist_end decodes them again
+            except ev.MalformedEntryError as exc:
+                dead.append((entry_id, fields, str(exc)))
+                continue
+            queued.append((entry_id, event))
+        return queued, dead
+
+    def _run(self, queued: list[Queued]) -> list[object]:
+        """One reply per queued entry. What Redis refused, or could not run for want
+        of the scripts, is sent again (the same calls, in order) until answered.
+
+        A resend is safe: a call Redis refused before running it did nothing, and
+        one refused midway (a script keeps the writes it made before the refused
+        command; Redis refuses OOM, READONLY and MISCONF at a script's first write)
+        is applied again by resourceVersion, which skips what it already holds.
+        Only the refused calls are resent: the order across objects does not
+        matter to apply.lua and relist.lua, which decide by resourceVersion."""
+        results: list[object] = [None] * len(queued)
+        todo = list(range(len(queued)))
+        while todo:
+            held = [queued[i][0] for i in todo]
+            replies = self._attempt(partial(self._send, [queued[i] for i in todo]), held)
+            for i, reply in zip(todo, replies, strict=True):
+                results[i] = reply
+            todo = self._again(queued, todo, results)
         return results
 
-    def _batch(self, queued: list[tuple[str, ev.StreamEvent | None]]) -> Batch:
+    def _send(self, queued: list[Queued]) -> list[object]:
+        return self._batch(queued).send(self.r)
+
+    def _again(self, queued: list[Queued], todo: list[int], results: list[object]) -> list[int]:
+        """Of todo, what to send again, after loading the scripts or backing off."""
+        noscript = [i for i in todo if _reply_class(results[i]) is ErrorClass.NOSCRIPT]
+        refused = [i for i in todo if _reply_class(results[i]) is ErrorClass.REFUSAL]
+        if noscript:
+            # Redis lost its script cache (a restart, SCRIPT FLUSH): what failed did nothing.
+            log.info("redis lost the apply scripts; loading them again")
+            self._attempt(partial(self.scripts.load, self.r), [queued[i][0] for i in noscript])
+        if refused:
+            exc = results[refused[0]]
+            assert isinstance(exc, redis.RedisError)
+            self._hold(exc, [queued[i][0] for i in refused])
+        else:
+            self.refusals.accepted()
+        return sorted(noscript + refused)
+
+    def _batch(self, queued: list[Queued]) -> Batch:
         batch = Batch()
         group = self.settings.group
         for entry_id, event in queued:
@@ -191,47 +347,96 @@ class Projector:
                 self.scripts.apply(batch, event, group, entry_id)
         return batch
 
-    def dead_letter(self, dead: Sequence[tuple[str, dict[Any, Any], str]]) -> None:
+    # ---- refusals -------------------------------------------------------------------------
+
+    def _attempt(self, work: Callable[[], T], held: Sequence[str]) -> T:
+        """work(), done again after a back-off for as long as Redis refuses it."""
+        while True:
+            try:
+                return work()
+            except redis.RedisError as exc:
+                if not is_refusal(exc):
+                    raise
+                self._hold(exc, held)
+
+    def _hold(self, exc: redis.RedisError, held: Sequence[str]) -> None:
+        """Back off while holding entries; out with _StopRequestedError if asked to stop."""
+        self._wait_refused(exc, held)
+        if self._stop.is_set():
+            raise _StopRequestedError from exc
+
+    def _wait_refused(self, exc: redis.RedisError, held: Sequence[str]) -> None:
+        """Wait out one back-off delay, keeping held entries ours meanwhile."""
+        deadline = time.monotonic() + self.refusals.refused(exc)
+        while True:
+            self._keep(held)
+            left = deadline - time.monotonic()
+            if left <= 0 or self._stop.wait(min(left, self._keep_every_s)):
+                return
+
+    def _keep(self, held: Sequence[str]) -> None:
+        """Reset the idle time of the held entries still pending on us, so another
+        consumer's reclaim does not take them (and count a delivery) while we wait:
+        XCLAIM ... JUSTID does not count one. Redis 7 allows XPENDING and XCLAIM
+        under OOM."""
+        group = self.settings.group
+        if not group or not held:
+            return
+        stream = self.keys.stream
+        lo, hi = min(held, key=_id_order), max(held, key=_id_order)
+        count = len(held) + self.settings.batch_size
+        wanted = {entry_id.encode() for entry_id in held}
+        try:
+            rows = call(self.r, b"XPENDING", stream, group, lo, hi, count, self.consumer)
+            assert isinstance(rows, list)
+            # Only ours: one another consumer took already stays where it is.
+            ours = [row[0] for row in rows if row[0] in wanted]
+            if ours:
+                call(self.r, b"XCLAIM", stream, group, self.consumer, 0, *ours, b"JUSTID")
+        except redis.ResponseError as exc:
+            if not is_refusal(exc):
+                raise
+            # Refused too (READONLY, NOPERM): then other consumers cannot claim either.
+
+    # ---- dead letters and reclaim ---------------------------------------------------------
+
+    def dead_letter(self, dead: Sequence[Dead]) -> None:
         """Move entries to the dead-letter stream with the reason and original id; ack."""
-        pipe = self.r.pipeline(transaction=True)
-        for entry_id, fields, reason in dead:
+        batch = self._dead_letter_batch(dead)
+        # The XADDs and XACKs in one transaction; refused (OOM) as a whole, and retried.
+        self._attempt(partial(batch.send_transaction, self.r), [d[0] for d in dead])
+        self.refusals.accepted()
+        for entry_id, _, reason in dead:
             log.error("dead-lettered entry %s: %s", entry_id, reason, extra={"entry_id": entry_id})
             self.metrics.dead_lettered.labels(reason.split(":", 1)[0][:40]).inc()
-            pipe.xadd(
-                self.keys.dead_letter,
-                {
-                    **fields,
-                    "dead_reason": reason,
-                    "dead_id": entry_id,
-                    "dead_group": self.settings.group,
-                },
-            )
-            if self.settings.group:
-                pipe.xack(self.keys.stream, self.settings.group, entry_id)
-        pipe.execute()
+
+    def _dead_letter_batch(self, dead: Sequence[Dead]) -> Batch:
+        batch = Batch()
+        group = self.settings.group
+        for entry_id, fields, reason in dead:
+            record = {**fields, "dead_reason": reason, "dead_id": entry_id, "dead_group": group}
+            batch.add(b"XADD", self.keys.dead_letter, b"*", *chain.from_iterable(record.items()))
+            if group:
+                batch.add(b"XACK", self.keys.stream, group, entry_id)
+        return batch
 
     def reclaim(self) -> int:
         """Take over entries idle too long on other (dead) consumers; dead-letter
-        entries delivered max_deliveries times (a poison entry must not stop us)."""
+        entries delivered max_deliveries times (a poison entry must not stop us).
+        Entries held through a refusal never idle that long (see _keep)."""
         s = self.settings
         stream, group = self.keys.stream, s.group
         try:
             pending = self.r.xpending_range(
                 stream, group, min="-", max="+", count=s.batch_size, idle=s.reclaim_idle_ms
             )
-        except redis.ResponseError:
+        except redis.ResponseError as exc:
+            if error_code(exc) != "NOGROUP":
+                raise
             return 0  # no group yet
         poison = [p for p in pending if int(p["times_delivered"]) >= s.max_deliveries]
         if poison:
-            dead: list[tuple[str, dict[Any, Any], str]] = []
-            for p in poison:
-                entry_id = text(p["message_id"])
-                rows = self.r.xrange(stream, entry_id, entry_id)
-                fields = dict(rows[0][1] or {}) if rows else {}
-                dead.append(
-                    (entry_id, fields, f"poison: delivered {text(p['times_delivered'])} times")
-                )
-            self.dead_letter(dead)
+            self.dead_letter([self._poison(p) for p in poison])
         if len(pending) == len(poison):
             return 0
         _, claimed, deleted = self.r.xautoclaim(
@@ -246,6 +451,12 @@ class Projector:
             self.metrics.reclaimed.inc(len(claimed))
             self.apply(claimed)
         return len(claimed)
+
+    def _poison(self, pending: dict[str, Any]) -> Dead:
+        entry_id = text(pending["message_id"])
+        rows = self.r.xrange(self.keys.stream, entry_id, entry_id)
+        fields = dict(rows[0][1] or {}) if rows else {}
+        return entry_id, fields, f"poison: delivered {text(pending['times_delivered'])} times"
 
     def update_gauges(self) -> None:
         try:

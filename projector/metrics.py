@@ -53,3 +53,16 @@ class ProjectorMetrics:
         self.reconnects = Counter(
             "kube2redis_projector_reconnects", "Redis reconnections", registry=r
         )
+        # A refusal (OOM, READONLY, MISCONF, ...) is the server's condition: the
+        # projector backs off and retries the same work, nothing is dead-lettered.
+        self.redis_refusals = Counter(
+            "kube2redis_projector_redis_refusals",
+            "Attempts Redis refused for a server-wide condition, by error code (retried)",
+            ["code"],
+            registry=r,
+        )
+        self.redis_refusing = Gauge(
+            "kube2redis_projector_redis_refusing",
+            "1 while Redis refuses the projector's work and it backs off, else 0",
+            registry=r,
+        )

@@ -35,10 +35,8 @@ def run(
     metrics = ProjectorMetrics()
     projector = Projector(connect(), keys, settings, metrics)
 
-    def ready() -> tuple[bool, str]:
-        return (projector.connected, "ok" if projector.connected else "redis unreachable")
-
-    health = HealthServer(health_host, health_port, metrics.registry, ready).start()
+    health = HealthServer(health_host, health_port, metrics.registry, projector.readiness)
+    health.start()
     stop = stop_on_signals()
     gauges = threading.Thread(target=_gauges, args=(projector, stop), daemon=True)
     gauges.start()
