@@ -1,3 +1,4 @@
+#!lua
 -- The one place where object state changes. Atomic: state hash, index member,
 -- tombstone, change-feed entry and the XACK of the stream entry happen together,
 -- so a projector that dies can leave an entry pending but never half-applied.
@@ -10,6 +11,9 @@
 --
 -- resourceVersions compare as KEP-5504 says: longer is newer, equal length
 -- compares as text. The caller has validated them.
+--
+-- The "#!lua" line makes Redis refuse the whole call up front when it refuses
+-- writes (OOM, READONLY, MISCONF): never half an apply, whatever the cause.
 
 local function newer(a, b)
   if #a ~= #b then return #a > #b end
@@ -18,6 +22,15 @@ end
 
 local function ack()
   if ARGV[9] ~= '' then redis.call('XACK', KEYS[9], ARGV[9], ARGV[10]) end
+end
+
+-- Only an entry still pending in the group applies. One that is not was applied
+-- by another consumer, or belongs to a stream that was reset (Redis restarted
+-- empty, the mirror wiped for another cluster): applying it late could bring back
+-- what the reset removed.
+if ARGV[9] ~= '' then
+  local entry = redis.pcall('XPENDING', KEYS[9], ARGV[9], ARGV[10], ARGV[10], 1)
+  if entry.err or #entry == 0 then return 'not-pending' end
 end
 
 local typ, rv, member = ARGV[1], ARGV[2], ARGV[4]

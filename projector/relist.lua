@@ -1,3 +1,4 @@
+#!lua
 -- Apply a RELIST_END marker: remember which objects the list at rv L held,
 -- and delete (at L) every stored object in the scope that it did not hold and
 -- that is older than L. Newer objects were created after the list: kept.
@@ -15,6 +16,12 @@ end
 
 local function ack()
   if ARGV[7] ~= '' then redis.call('XACK', KEYS[5], ARGV[7], ARGV[8]) end
+end
+
+-- As in apply.lua: only an entry still pending in the group applies.
+if ARGV[7] ~= '' then
+  local entry = redis.pcall('XPENDING', KEYS[5], ARGV[7], ARGV[8], ARGV[8], 1)
+  if entry.err or #entry == 0 then return 'not-pending' end
 end
 
 local list_rv, scope = ARGV[1], ARGV[2]

@@ -353,3 +353,28 @@ def test_projector_recreates_a_deleted_group(r: "redis.Redis") -> None:
         stop.set()
         worker.join(10)
     assert not worker.is_alive()
+
+
+def test_an_entry_no_longer_pending_in_the_group_changes_nothing(r: "redis.Redis") -> None:
+    # A consumer read an object event and a relist end, then stalled; meanwhile the
+    # stream was reset (Redis restarted empty, or the mirror wiped for another
+    # cluster) and the group recreated. Its late applies must not bring them back.
+    r.xgroup_create(KEYS.stream, "projector", id="0", mkstream=True)
+    stale = [_event(ev.ADDED, "ghost", "50"), _relist_end("51", ["ns:ghost"])]
+    for event in stale:
+        append_event(r, KEYS.stream, event)
+    slow = _projector(r, group="projector", consumer="slow")
+    batch = slow._read(">", block_ms=None)
+    assert len(batch) == 2
+    r.delete(KEYS.stream)
+    r.xgroup_create(KEYS.stream, "projector", id="0", mkstream=True)
+
+    slow.apply(batch)
+
+    assert not r.exists(KEYS.state("job", "ns", "ghost"))
+    assert not r.exists(KEYS.relist("job", "ns"))
+    assert r.xlen(KEYS.dead_letter) == 0
+    results = slow.metrics.results.collect()[0].samples
+    assert {s.labels["result"]: s.value for s in results if s.name.endswith("_total")} == {
+        "not-pending": 2.0
+    }
