@@ -90,8 +90,8 @@ class Refusals:
             self.metrics.redis_refusing.set(1)
         if code != self._code:
             log.warning(
-                "redis refuses writes: %s; backing off and retrying the same work "
-                "(no entry is dead-lettered for it)",
+                "redis refuses writes; backing off and retrying the same work, "
+                "no entry is dead-lettered for it: %s",
                 self.reason,
                 extra={"code": code},
             )

@@ -3,7 +3,6 @@ entry among good ones: Redis's condition is never an entry's fault, and one bad 
 never stops the rest. Needs only Redis."""
 
 import json
-import signal
 from collections.abc import Iterator
 from itertools import chain
 from pathlib import Path
@@ -26,6 +25,7 @@ REFUSING = "kube2redis_projector_redis_refusing"
 # The projector resets the idle time of what it holds every third of this; another
 # consumer reclaims what idles this long.
 RECLAIM_IDLE_MS = 3000
+Fields = dict[str, bytes | str | int]
 
 
 @pytest.fixture
@@ -92,13 +92,12 @@ def _stored_rvs(r: "redis.Redis", names: dict[str, str]) -> dict[str, str]:
     return out
 
 
-def _append_then_refuse(r: "redis.Redis", events: list[ev.StreamEvent]) -> None:
-    """Append events and lower maxmemory below what is used, in one MULTI/EXEC: a
+def _append_then_refuse(r: "redis.Redis", entries: list[Fields]) -> None:
+    """Append entries and lower maxmemory below what is used, in one MULTI/EXEC: a
     projector blocked on the stream gets them only once every write is refused
     (Redis treats a limit lowered under its use as memory filled up to it)."""
     batch = Batch()
-    for event in events:
-        fields = ev.to_fields(event)
+    for fields in entries:
         batch.add(b"XADD", KEYS.stream, b"*", *chain.from_iterable(fields.items()))
     batch.add(b"CONFIG", b"SET", b"maxmemory", b"1")
     batch.send_transaction(r)
@@ -139,7 +138,7 @@ def test_refused_writes_are_retried_with_the_same_entries_never_dead_lettered(
     projector = _start(procs, server)
     projector.wait_ready()
     events = _history()
-    _append_then_refuse(r, events)
+    _append_then_refuse(r, [ev.to_fields(e) for e in events])
 
     body = wait_until(lambda: _refused_with_reason(projector), 30, "readyz to say why")
     assert "command not allowed when used memory" in body
@@ -171,6 +170,48 @@ def test_refused_writes_are_retried_with_the_same_entries_never_dead_lettered(
     # One line when the refusal started, one when it ended: not one per retry.
     assert _lines(projector, "redis refuses writes") == 1
     assert _lines(projector, "redis accepts writes again") == 1
+
+
+def test_a_bad_entry_met_while_redis_refuses_writes_is_dead_lettered_once_it_accepts(
+    server: RedisServer, r: "redis.Redis", procs: ProcFactory
+) -> None:
+    projector = _start(procs, server)
+    projector.wait_ready()
+    _append_then_refuse(r, [{"type": "ADDED", "name": "x"}])  # no rv, kind, ...
+
+    # The dead-letter stream refuses it too: it stays pending, nothing is lost.
+    wait_until(lambda: _refused_with_reason(projector), 30, "readyz to say why")
+    wait_until(lambda: metric(projector, REFUSALS) >= 3, 30, "retries")
+    assert len(_pending(r)) == 1
+    assert r.xlen(KEYS.dead_letter) == 0
+
+    _free_memory(r)
+    wait_until(lambda: r.xlen(KEYS.dead_letter) == 1, 30, "the bad entry dead-lettered")
+    ((_, dead),) = read_stream(r, KEYS.dead_letter)
+    assert dead[b"dead_reason"].startswith(b"missing field(s)")
+    assert _pending(r) == []
+    wait_until(lambda: projector.http("/readyz")[0] == 200, 10, "ready again")
+
+
+def test_a_projector_stopped_while_refused_exits_and_leaves_its_entries_pending(
+    server: RedisServer, r: "redis.Redis", procs: ProcFactory
+) -> None:
+    first = _start(procs, server)
+    first.wait_ready()
+    events = _history()
+    _append_then_refuse(r, [ev.to_fields(e) for e in events])
+    wait_until(lambda: _refused_with_reason(first), 30, "readyz to say why")
+
+    assert first.stop() == 0  # SIGTERM during a back-off: a clean exit
+    assert len(_pending(r)) == len(events)
+    assert r.xlen(KEYS.dead_letter) == 0
+
+    _free_memory(r)
+    _start(procs, server).wait_ready()  # the same consumer name: reads its own pending first
+    expected = _expected(events)
+    wait_until(lambda: _stored_rvs(r, expected) == expected, 30, "every entry applied")
+    assert _pending(r) == []
+    assert r.xlen(KEYS.dead_letter) == 0
 
 
 def test_a_projector_started_while_redis_refuses_writes_comes_up_and_catches_up(
@@ -220,4 +261,4 @@ def test_one_malformed_relist_end_is_dead_lettered_alone_and_the_batch_applied(
     assert projector.http("/readyz")[0] == 200
     assert r.xlen(KEYS.dead_letter) == 1
     assert metric(projector, "kube2redis_projector_reconnects_total") == 0
-    assert projector.stop() == 0 or projector.proc.returncode == -signal.SIGTERM
+    assert projector.stop() == 0
