@@ -20,7 +20,7 @@ from kubernetes import config as kconfig
 from kubernetes.config.config_exception import ConfigException
 
 from common.errors import ConfigError, Kube2RedisError
-from common.objects import decode_status
+from common.objects import decode_head, decode_list_page, decode_status
 from common.resources import Resource, ResourceSpec
 
 log = logging.getLogger(__name__)
@@ -220,6 +220,23 @@ class KubeClient:
                 cancel.detach()
             resp.release_conn()
             resp.close()
+
+    def current_rv(self, path: str, params: dict[str, str] | None = None) -> str:
+        """The server's resourceVersion now: a LIST of one item (a consistent read)."""
+        page = decode_list_page(self.get(path, {**(params or {}), "limit": "1"}))
+        return page.metadata.resourceVersion
+
+    def cluster_uid(self) -> str:
+        """The cluster's identity: the uid of its kube-system namespace, created once
+        with the cluster and never again ("" if RBAC does not let us read it)."""
+        try:
+            raw = self.get("/api/v1/namespaces/kube-system")
+        except KubeError as exc:
+            if exc.status in (401, 403, 404):
+                log.warning("cannot read the cluster's identity (kube-system namespace): %s", exc)
+                return ""
+            raise
+        return decode_head(raw).metadata.uid
 
     def discover(self, spec: ResourceSpec) -> Resource:
         """Resolve version, kind and scope of a resource; ConfigError if not served."""

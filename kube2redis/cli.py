@@ -347,9 +347,10 @@ def replay(
         TimeRemainingColumn,
     )
 
+    from common.mirror import clear_state
     from projector.consumer import ConsumerSettings
-    from projector.replay import clear_state, replay_parallel
     from projector.replay import replay as run_replay
+    from projector.replay import replay_parallel
     from projector.scripts import ApplySettings
 
     r = settings.redis()

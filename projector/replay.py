@@ -16,7 +16,7 @@ from common.resp import call
 from projector.consumer import ConsumerSettings, Projector
 from projector.metrics import ProjectorMetrics
 
-CHUNK = 1000
+CHUNK = 1000  # entries per XRANGE
 
 
 class ReplaySummary(msgspec.Struct):
@@ -24,24 +24,6 @@ class ReplaySummary(msgspec.Struct):
     seconds: float
     results: dict[str, float]
     dead_lettered: int
-
-
-def clear_state(r: "redis.Redis", keys: Keys, kinds: list[str] | None = None) -> list[str]:
-    """Delete state keys, indexes, tombstones and relist records of kinds (all if None)."""
-    found = [k.decode().rsplit(":", 1)[1] for k in r.scan_iter(match=keys.index("*"))]
-    cleared = [k for k in found if kinds is None or k in kinds]
-    for kind in cleared:
-        index = keys.index(kind)
-        members = [m.decode() for m in r.smembers(index)]  # type: ignore[union-attr]
-        for i in range(0, len(members), CHUNK):
-            chunk = members[i : i + CHUNK]
-            r.delete(*(keys.state(kind, *Keys.split_member(m)) for m in chunk))
-        r.delete(index)
-        for pattern in (keys.tombstone(kind, "", "*"), keys.relist(kind, "*") + "*"):
-            batch = list(r.scan_iter(match=pattern, count=1000))
-            for i in range(0, len(batch), CHUNK):
-                r.delete(*batch[i : i + CHUNK])
-    return cleared
 
 
 def replay(

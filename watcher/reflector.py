@@ -66,6 +66,8 @@ class Reflector:
         start_rv: str | None,
         read_timeout_s: float = 70.0,
         watch_timeout_s: tuple[int, int] = (300, 600),
+        first_relist: str = "initial",
+        on_server_rewound: Callable[[str], None] | None = None,
     ) -> None:
         self.kube, self.resource, self.namespace = kube, resource, namespace
         self.writer, self.metrics = writer, metrics
@@ -80,12 +82,14 @@ class Reflector:
         self._path = resource.path(namespace)
         self._list_prefix = _list_item_prefix(resource)
         self._lock = threading.Lock()
-        self._relist_reason: str | None = None if start_rv else "initial"
+        self._relist_reason: str | None = None if start_rv else first_relist
         # Told (list rv, objects) when the next relist has been handed to the writer.
         self._on_relisted: list[Callable[[str, int], None]] = []
         # A resumed rv is checked against the server's before the watch.
         self._check_rv = start_rv is not None
         self._cancel = WatchCancel()
+        self._on_server_rewound = on_server_rewound
+        self._idle = False  # set once the server went back in time: append nothing more
         writer.on_relist(self.scope, self.request_relist)
 
     # ---- relist requests ------------------------------------------------------------------
@@ -154,6 +158,9 @@ class Reflector:
 
     def _step(self, stop: threading.Event) -> None:
         """One turn: wait out a full spool, relist if asked, else watch once."""
+        if self._idle:
+            stop.wait(1.0)
+            return
         if self.writer.overflow.is_set():
             self._wait_overflow(stop)
             return
@@ -177,22 +184,25 @@ class Reflector:
         """Is our rv newer than anything the server has? (etcd restored from a
         backup, or these checkpoints belong to another cluster.) Then relist."""
         assert self.rv is not None
-        params = {"limit": "1", **self.resource.spec.selector_params()}
-        current = decode_list_page(self.kube.get(self._path, params)).metadata.resourceVersion
-        try:
-            ahead = rvs.newer(self.rv, current)
-        except rvs.InvalidResourceVersionError:
-            return False  # not comparable (an extension API server): nothing to judge
-        if ahead:
-            log.warning(
-                "our resourceVersion %s is ahead of the API server's %s (etcd restored from "
-                "a backup, or a checkpoint of another cluster): relisting",
-                self.rv,
-                current,
-                extra={"scope": self.scope},
-            )
-            self._relist_soon("checkpoint-ahead")
-        return ahead
+        current = self.kube.current_rv(self._path, self.resource.spec.selector_params())
+        if not rv_ahead(self.rv, current):
+            return False
+        log.warning(
+            "our resourceVersion %s is ahead of the API server's %s (etcd restored from a "
+            "backup, or another cluster behind the same address)",
+            self.rv,
+            current,
+            extra={"scope": self.scope},
+        )
+        if self._on_server_rewound is not None:
+            # The mirror's resourceVersions mean nothing against this server now: a
+            # relist alone cannot mend it (newer-looking stored objects would win).
+            # Append nothing more; the process is on its way out.
+            self._on_server_rewound(self.scope)
+            self._idle = True
+            return True
+        self._relist_soon("checkpoint-ahead")
+        return True
 
     def _fail(self, stop: threading.Event, exc: Exception, prefix: str = "") -> None:
         self.api_ok = False
@@ -338,6 +348,15 @@ class Reflector:
             rv=list_rv,
             received_ns=time.time_ns(),
         )
+
+
+def rv_ahead(ours: str, server: str) -> bool:
+    """Is our resourceVersion newer than the server's current one? False when they
+    are not comparable (an extension API server's opaque versions)."""
+    try:
+        return rvs.newer(ours, server)
+    except rvs.InvalidResourceVersionError:
+        return False
 
 
 def scope_id(resource: Resource, namespace: str) -> str:

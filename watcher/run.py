@@ -14,6 +14,7 @@ from common.keys import Keys
 from common.kube import KubeClient
 from common.process import stop_on_signals
 from common.resources import Resource, ResourceSpec
+from watcher import identity
 from watcher.metrics import WatcherMetrics
 from watcher.reflector import Reflector, scope_id
 from watcher.resyncs import ResyncListener
@@ -43,6 +44,7 @@ class WatcherConfig(msgspec.Struct, frozen=True):
 # 1 ms (end to end p50 5.8-7.4 -> 2.3 ms); the watcher is I/O bound, so more
 # frequent switches cost it nothing measurable.
 GIL_SWITCH_INTERVAL_S = 0.001
+EXIT_SERVER_REWOUND = 3
 
 
 def refuse_kind_collisions(resources: list[Resource]) -> None:
@@ -68,15 +70,36 @@ def run(config: WatcherConfig, kube: KubeClient, r: "redis.Redis", keys: Keys) -
     # Discovery first: an unknown resource or an unreachable API server ends here, clearly.
     resources = [kube.discover(spec) for spec in config.resources]
     refuse_kind_collisions(resources)
+    scopes = [
+        (scope_id(resource, namespace), resource, namespace)
+        for resource in resources
+        for namespace in (config.namespaces if resource.namespaced and config.namespaces else [""])
+    ]
     checkpoints = writer.load_checkpoints()
-    reflectors = []
-    for resource in resources:
-        namespaces = config.namespaces if resource.namespaced and config.namespaces else [""]
-        for namespace in namespaces:
-            start_rv = checkpoints.get(scope_id(resource, namespace))
-            reflectors.append(
-                Reflector(kube, resource, namespace, writer, metrics, start_rv=start_rv)
-            )
+    wiped = identity.reconcile(r, keys, kube, scopes, checkpoints)
+    if wiped is not None:
+        checkpoints = {}
+        writer.forget_everything()
+    # A reflector finding the server's resourceVersion behind ours: the mirror must be
+    # wiped, which happens at start (see watcher/identity.py): exit, to be restarted.
+    rewound = threading.Event()
+
+    def server_rewound(scope: str) -> None:
+        rewound.set()
+
+    reflectors = [
+        Reflector(
+            kube,
+            resource,
+            namespace,
+            writer,
+            metrics,
+            start_rv=checkpoints.get(scope),
+            first_relist=wiped or "initial",
+            on_server_rewound=server_rewound,
+        )
+        for scope, resource, namespace in scopes
+    ]
 
     def ready() -> tuple[bool, str]:
         reasons = [
@@ -113,6 +136,14 @@ def run(config: WatcherConfig, kube: KubeClient, r: "redis.Redis", keys: Keys) -
     resyncs = ResyncListener(r, keys, reflectors, writer.watcher_id)
     while not stop.wait(1.0):
         resyncs.poll()
+        if rewound.is_set():
+            log.error(
+                "the API server's resourceVersion went back (etcd restored, or another "
+                "cluster behind the same address): exiting, so that the restarted watcher "
+                "wipes the mirror and relists"
+            )
+            health.stop()
+            return EXIT_SERVER_REWOUND
         if not writer_thread.is_alive():
             log.error("the writer thread died; exiting so the watcher is restarted")
             health.stop()

@@ -115,6 +115,15 @@ class StreamWriter:
         self.redis_problem = ""
         self._update_spool_gauges()
 
+    def forget_everything(self) -> None:
+        """The mirror was wiped (watcher/identity.py): what the spool holds and the
+        marks we wrote belong to it."""
+        if len(self._spool):
+            log.warning("dropping %d spooled records of the wiped mirror", len(self._spool))
+            self._spool.pop(len(self._spool))
+        self.guard = ScopeGuard()
+        self._update_spool_gauges()
+
     def on_relist(self, scope: str, request: Callable[[str], None]) -> None:
         """How to ask scope's reflector to relist (called with the reason)."""
         self._relisters[scope] = request

@@ -146,6 +146,12 @@ def test_kube2redis_deployment_applies_with_least_privilege(kube: Kube) -> None:
         for verb, resource in denied:
             answer = kube.kubectl("auth", "can-i", verb, resource, "--as", sa, "-A", check=False)
             assert answer.stdout.strip() == "no", (verb, resource)
+        # Of namespaces, only kube-system's identity may be read.
+        for name, expected in (("kube-system", "yes"), ("default", "no")):
+            answer = kube.kubectl(
+                "auth", "can-i", "get", f"namespace/{name}", "--as", sa, check=False
+            )
+            assert answer.stdout.strip() == expected, name
     finally:
         kube.kubectl(
             "delete", "-k", "deploy/kubernetes/overlays/with-redis", "--wait=false", check=False
