@@ -295,12 +295,14 @@ class Projector:
         """One reply per queued entry. What Redis refused, or could not run for want
         of the scripts, is sent again (the same calls, in order) until answered.
 
-        A resend is safe: a call Redis refused before running it did nothing, and
-        one refused midway (a script keeps the writes it made before the refused
-        command; Redis refuses OOM, READONLY and MISCONF at a script's first write)
-        is applied again by resourceVersion, which skips what it already holds.
-        Only the refused calls are resent: the order across objects does not
-        matter to apply.lua and relist.lua, which decide by resourceVersion."""
+        A resend is safe: Redis refuses a script call up front when it refuses
+        writes (OOM, READONLY, MISCONF: the scripts start with "#!lua"), so it did
+        nothing; one refused midway (an ACL denying a command the script runs:
+        NOPERM) keeps the writes it made before, and apply.lua is idempotent by
+        resourceVersion, skipping what it already holds. The entry is still pending
+        (held on us, see _keep), so the scripts still apply it. Only the refused
+        calls are resent: the order across objects does not matter to apply.lua and
+        relist.lua, which decide by resourceVersion."""
         results: list[object] = [None] * len(queued)
         todo = list(range(len(queued)))
         while todo:
