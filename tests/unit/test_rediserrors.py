@@ -16,8 +16,10 @@ from common.resp import Batch, call
 from kube2redis.localcluster.processes import free_port
 from tests.servers import RedisServer, wait_until
 
-# A script that reads, then writes: Redis checks OOM/READONLY/MISCONF/ACL at the write.
+# A script that reads, then writes: without flags Redis checks OOM/READONLY/MISCONF/ACL
+# at the write; with "#!lua" (as apply.lua and relist.lua) it refuses the call up front.
 READ_THEN_WRITE = b"redis.call('GET', KEYS[1]); return redis.call('HSET', KEYS[1], 'f', 'v')"
+SCRIPTS = (READ_THEN_WRITE, b"#!lua\n" + READ_THEN_WRITE)
 
 
 def _raised(action: Callable[[], object]) -> redis.RedisError:
@@ -26,14 +28,15 @@ def _raised(action: Callable[[], object]) -> redis.RedisError:
     return caught.value
 
 
-def _script_reply(r: "redis.Redis") -> redis.RedisError:
-    """The error reply of a script whose write is refused, as the projector gets it
-    (a hand-packed batch reply, not a raised exception)."""
+def _script_replies(r: "redis.Redis") -> list[redis.RedisError]:
+    """The error replies of scripts whose write is refused, as the projector gets them
+    (replies in a hand-packed batch, not raised exceptions)."""
     batch = Batch()
-    batch.add(b"EVAL", READ_THEN_WRITE, 1, "h")
-    (reply,) = batch.send(r)
-    assert isinstance(reply, redis.RedisError), reply
-    return reply
+    for script in SCRIPTS:
+        batch.add(b"EVAL", script, 1, "h")
+    replies = batch.send(r)
+    assert all(isinstance(reply, redis.RedisError) for reply in replies), replies
+    return [reply for reply in replies if isinstance(reply, redis.RedisError)]
 
 
 def _refusal(exc: BaseException, code: str) -> None:
@@ -54,7 +57,8 @@ def test_oom_outside_and_inside_a_script(client: "redis.Redis") -> None:
     client.config_set("maxmemory", 1)  # any used memory is over it
     try:
         _refusal(_raised(lambda: client.set("k", "v")), "OOM")
-        _refusal(_script_reply(client), "OOM")
+        for reply in _script_replies(client):
+            _refusal(reply, "OOM")
         stream_create = _raised(lambda: client.xgroup_create("s", "g", "0", mkstream=True))
         _refusal(stream_create, "OOM")
     finally:
@@ -65,7 +69,8 @@ def test_readonly_replica(client: "redis.Redis") -> None:
     call(client, b"REPLICAOF", b"127.0.0.1", free_port())  # a master that is not there
     try:
         _refusal(_raised(lambda: client.set("k", "v")), "READONLY")
-        _refusal(_script_reply(client), "READONLY")
+        for reply in _script_replies(client):
+            _refusal(reply, "READONLY")
     finally:
         call(client, b"REPLICAOF", b"NO", b"ONE")
 
@@ -87,7 +92,8 @@ def test_misconf_after_a_failed_snapshot(tmp_path: Path) -> None:
             "the snapshot to fail",
         )
         _refusal(_raised(lambda: client.set("k", "v")), "MISCONF")
-        _refusal(_script_reply(client), "MISCONF")
+        for reply in _script_replies(client):
+            _refusal(reply, "MISCONF")
         pipe = client.pipeline(transaction=False)
         pipe.get("k")
         pipe.set("k", "v")
@@ -110,10 +116,10 @@ def test_noperm_outside_and_inside_a_script(
         _refusal(_raised(lambda: limited.hset("h", "f", "v")), "NOPERM")
         # Inside a script Redis says ERR ("The user executing the script can't ..."):
         # a NOPERM all the same, the server's condition, never the entry's.
-        denied = _script_reply(limited)
-        assert str(denied).startswith("The user executing the script can't")
-        assert classify(denied) is ErrorClass.REFUSAL
-        assert error_code(denied) == "NOPERM"
+        for denied in _script_replies(limited):
+            assert str(denied).startswith("The user executing the script can't")
+            assert classify(denied) is ErrorClass.REFUSAL
+            assert error_code(denied) == "NOPERM"
     finally:
         limited.close()
 
