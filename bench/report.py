@@ -2,6 +2,7 @@
 run's from bench/results/quick/, into its own RESULTS.md there)."""
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,8 @@ TARGETS = {
     "replay": "1 process at least 0.5x the EVALSHA ceiling; 2 processes faster than 1",
     "outage": "drain at least 20,000 events/s; nothing lost (verify clean)",
     "scale": "watcher RSS under 150 MB, projector under 100 MB with 100,000 objects",
+    "restart": "after Redis restarts empty, every object back (verify clean) for one relist "
+    "of the lost scope: its LIST pages (500 objects a page) and no other LIST",
 }
 
 
@@ -34,6 +37,20 @@ NOTES = {
     "single EVALSHA in Redis's SLOWLOG meanwhile, which is the RELIST_END's: it records "
     "the listed members and sweeps the kind's index in one atomic call, so Redis answers "
     "no one else for that long, once per relist (at start and after a 410 Gone).",
+    "restart": "The Jobs mirrored (watcher and projector running, Redis without "
+    "persistence), then redis-server killed with SIGKILL and started empty on the same "
+    "port; the clock starts when it answers PING. relist_begun_s / relist_appended_s: "
+    "Redis's clock on the watcher's first RELIST_BEGIN (appended once the first LIST page "
+    "is back) and last RELIST_END in the new stream: the watcher's guard finds the lost "
+    "marks within its 1 s check. converged_s: every object back in Redis at the "
+    "resourceVersion the API server lists (polled every 50 ms: the index's size, then "
+    "every rv in one pipeline). list_requests: the API server's own count of namespaced "
+    "LISTs of Jobs over the restart (apiserver_request_total, read from its /metrics "
+    "before the kill and 3 s after convergence; only the watcher lists Jobs by namespace "
+    "here), against list_pages_one_relist, the pages one relist takes. relists_*: the "
+    "watcher's kube2redis_watcher_relists_total by reason over the same span. "
+    "verify_clean: `kube2redis verify` at the end, and the Jobs unchanged since the "
+    "first LIST.",
 }
 
 
@@ -146,7 +163,44 @@ def verdicts(results: Path) -> list[str]:
             f"Scale: {'met' if met else 'MISSED'}: watcher {watcher:,.0f} MB (bound 150), "
             f"projector {projector:,.0f} MB (bound 100).{held}"
         )
+    restart = _load(results, "restart")
+    if restart:
+        out.append(_restart_verdict(restart))
     return out
+
+
+def _restart_verdict(restart: dict[str, Any]) -> str:
+    figures = restart["figures"]
+    objects = _median(restart, "objects")
+    pages = math.ceil(objects / 500)
+    converged = figures["converged_s"]
+    lists = figures["list_requests"]
+    met = (
+        figures["verify_clean"]["min"] == 1
+        and converged["max"] == converged["max"]  # NaN: never converged
+        and figures["relists_redis_lost"]["min"] == figures["relists_redis_lost"]["max"] == 1
+        and figures["relists_other"]["max"] == 0
+        and lists["max"] <= pages
+    )
+    spread = (
+        f" (runs {converged['min']:.1f}-{converged['max']:.1f})"
+        if converged["min"] != converged["max"]
+        else ""
+    )
+    list_spread = (
+        f" ({lists['min']:,.0f}-{lists['max']:,.0f})" if lists["min"] != lists["max"] else ""
+    )
+    return (
+        f"Restart: {'met' if met else 'MISSED'}: with {objects:,.0f} Jobs mirrored, Redis "
+        f"killed and started empty: every object back at its live resourceVersion "
+        f"{converged['median']:.1f} s{spread} after Redis answered again (the relist began "
+        f"{_median(restart, 'relist_begun_s'):.1f} s after); the API server answered "
+        f"{lists['median']:,.0f} LIST requests{list_spread} for it (one relist of "
+        f"{objects:,.0f} objects is {pages:,} pages); relists counted: redis-lost "
+        f"{_median(restart, 'relists_redis_lost'):.0f}, other "
+        f"{_median(restart, 'relists_other'):.0f}; `verify` "
+        f"{'clean' if figures['verify_clean']['min'] == 1 else 'NOT clean'} in every run."
+    )
 
 
 def write_all(results: Path) -> Path:

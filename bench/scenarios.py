@@ -1,6 +1,8 @@
-"""The five scenarios. Each returns a dict of figures; run.py repeats and records."""
+"""The six scenarios. Each returns a dict of figures; run.py repeats and records."""
 
+import math
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -10,8 +12,10 @@ from typing import Any, cast
 
 import msgspec
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.harness import (
+    JOBS,
     PAYLOAD,
     SCRATCH,
     ChangeClock,
@@ -27,9 +31,11 @@ from bench.harness import (
 )
 from common import events as ev
 from common.keys import Keys
+from common.objects import decode_head, decode_list_page
 from common.resp import Batch
 from projector.scripts import ApplySettings, Scripts
 from watcher.append import xadd_args
+from watcher.reflector import PAGE_SIZE
 from watcher.spool import FsyncPolicy, Spool
 from watcher.writer import SpoolBatch
 
@@ -354,25 +360,9 @@ def outage(cluster: Cluster, changes: int) -> dict[str, float]:
                 time.sleep(0.1)
             drained_entries = _watcher_metric(system, "kube2redis_watcher_last_drain_events")
             drained = _watcher_metric(system, "kube2redis_watcher_last_drain_seconds")
-            verify = [
-                sys.executable,
-                "-m",
-                "kube2redis",
-                "--redis-url",
-                r.url,
-                "verify",
-                "--kubeconfig",
-                str(cluster.kubeconfig),
-                "--namespace",
-                ns,
-                "--resource",
-                "jobs.batch.volcano.sh",
-                "--retries",
-                "0",
-            ]
             consistent = float("nan")
             while time.monotonic() - restarted < 300:
-                if subprocess.run(verify, capture_output=True, check=False).returncode == 0:
+                if _verify_clean(cluster, r, ns):
                     consistent = time.monotonic() - restarted
                     break
                 time.sleep(0.2)
@@ -386,6 +376,27 @@ def outage(cluster: Cluster, changes: int) -> dict[str, float]:
     finally:
         r.stop()
         cluster.delete_namespace(ns)
+
+
+def _verify_clean(cluster: Cluster, r: Redis, ns: str) -> bool:
+    """`kube2redis verify` of the namespace's Jobs, once (no retries): exit 0?"""
+    verify = [
+        sys.executable,
+        "-m",
+        "kube2redis",
+        "--redis-url",
+        r.url,
+        "verify",
+        "--kubeconfig",
+        str(cluster.kubeconfig),
+        "--namespace",
+        ns,
+        "--resource",
+        "jobs.batch.volcano.sh",
+        "--retries",
+        "0",
+    ]
+    return subprocess.run(verify, capture_output=True, check=False).returncode == 0
 
 
 def _watcher_metric(system: System, name: str) -> float:
@@ -461,3 +472,160 @@ def _relist_once(cluster: Cluster, ns: str, objects: int) -> dict[str, float]:
         }
     finally:
         r.stop()
+
+
+def restart(cluster: Cluster, objects: int, runs: int) -> list[dict[str, float]]:
+    """`objects` Jobs mirrored, then Redis killed (SIGKILL) and started empty on the
+    same port: how long until every object is back with its live resourceVersion, and
+    what that cost the API server. The Jobs are created once; each of `runs` runs
+    mirrors them into a fresh Redis first (the watcher's initial relist)."""
+    ns = cluster.namespace("restart")
+    load = Load(cluster, ns, threads=8)
+    try:
+        load.all(load.create, [f"r-{i}" for i in range(objects)])
+        return [_restart_once(cluster, ns, objects) for _ in range(runs)]
+    finally:
+        load.pool.shutdown()
+        cluster.delete_namespace(ns)
+
+
+def _restart_once(cluster: Cluster, ns: str, objects: int) -> dict[str, float]:
+    # Nothing writes these Jobs (no Volcano controllers run in the bench cluster), so
+    # one LIST before the restart is the state Redis must come back to; another after
+    # the measurement checks that it still is.
+    live = _live_rvs(cluster, ns)
+    assert len(live) == objects, f"{len(live)} Jobs listed in {ns}, {objects} created"
+    # Same namespace, same spool directory: start each run's watcher without the last's.
+    shutil.rmtree(SCRATCH / f"spool-{ns}", ignore_errors=True)
+    r = Redis("restart")
+    system = System("kube2redis", cluster, ns, r.url)
+    try:
+        client = r.client()
+        deadline = time.monotonic() + 600
+        while not (client.exists(KEYS.relist("job", ns)) and _mirrored(client, ns, live)):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"never mirrored {objects} Jobs; see {system.log}")
+            time.sleep(0.2)
+        time.sleep(2)  # settled: the guard has checked its marks since, nothing in flight
+        lists_before = _apiserver_lists(cluster)
+        relists_before = _relists(system)
+        r.kill()  # SIGKILL, no persistence configured: everything is gone
+        r.start()  # same port, empty; returns once it answers PING
+        back_at = time.time()
+        client = r.client()
+        converged_s = float("nan")
+        while time.time() - back_at < 300:
+            if _mirrored(client, ns, live):
+                converged_s = time.time() - back_at
+                break
+            time.sleep(0.05)
+        # A second relist (the loss found twice, say) would have begun by now: the
+        # guard checks every second.
+        time.sleep(3)
+        list_requests = _apiserver_lists(cluster) - lists_before
+        relists_after = _relists(system)
+        relisted = {
+            reason: count - relists_before.get(reason, 0.0)
+            for reason, count in relists_after.items()
+            if count - relists_before.get(reason, 0.0) > 0
+        }
+        begin_ms, end_ms = _relist_marks(client)
+        unchanged = _live_rvs(cluster, ns) == live
+        clean = _verify_clean(cluster, r, ns)
+        return {
+            "objects": objects,
+            "relist_begun_s": begin_ms / 1000 - back_at if begin_ms else float("nan"),
+            "relist_appended_s": end_ms / 1000 - back_at if end_ms else float("nan"),
+            "converged_s": converged_s,
+            "list_requests": list_requests,
+            "list_pages_one_relist": math.ceil(objects / PAGE_SIZE),
+            "relists_redis_lost": relisted.pop("redis-lost", 0.0),
+            "relists_other": sum(relisted.values()),
+            "verify_clean": float(clean and unchanged),
+        }
+    finally:
+        system.stop()
+        r.stop()
+
+
+def _live_rvs(cluster: Cluster, ns: str) -> dict[str, str]:
+    """name -> resourceVersion of every Job in ns, as the API server lists them."""
+    params = {"limit": "500"}
+    out: dict[str, str] = {}
+    while True:
+        page = decode_list_page(cluster.client.get(JOBS.format(ns=ns), params, timeout=60))
+        for raw in page.items or ():
+            meta = decode_head(bytes(raw)).metadata
+            out[meta.name] = meta.resourceVersion
+        if not page.metadata.next_page:
+            return out
+        params["continue"] = page.metadata.next_page
+
+
+def _mirrored(client: "redis.Redis", ns: str, live: dict[str, str]) -> bool:
+    """Does Redis hold every object of live at its resourceVersion? The index's size
+    first (one cheap call per poll); the rvs, one pipelined HGET each, once it is full."""
+    if client.scard(KEYS.index("job")) < len(live):
+        return False
+    pipe = client.pipeline(transaction=False)
+    for name in live:
+        pipe.hget(KEYS.state("job", ns, name), "rv")
+    stored = cast(list[bytes | None], pipe.execute())
+    return all(
+        rv is not None and rv.decode() == want
+        for rv, want in zip(stored, live.values(), strict=True)
+    )
+
+
+def _samples(body: str, name: str) -> list[tuple[dict[str, str], float]]:
+    return [
+        (sample.labels, sample.value)
+        for family in text_string_to_metric_families(body)
+        for sample in family.samples
+        if sample.name == name
+    ]
+
+
+def _apiserver_lists(cluster: Cluster) -> float:
+    """LIST requests for Volcano Jobs in one namespace the API server has answered
+    (any status), from its own /metrics (the bench cluster's admin certificate may read
+    it). Only the watcher lists Jobs by namespace here: the bench's own LISTs fall
+    outside the window, and the controller-manager's metadata informers list all
+    namespaces at once (scope "cluster")."""
+    body = cluster.client.get("/metrics", timeout=30).decode()
+    return sum(
+        value
+        for labels, value in _samples(body, "apiserver_request_total")
+        if labels.get("verb") == "LIST"
+        and labels.get("group") == "batch.volcano.sh"
+        and labels.get("resource") == "jobs"
+        and labels.get("scope") == "namespace"
+    )
+
+
+def _relists(system: System) -> dict[str, float]:
+    """The watcher's relists so far, by reason (summed over resources)."""
+    body = urllib.request.urlopen(
+        f"http://127.0.0.1:{system.watcher_port}/metrics", timeout=5
+    ).read()
+    out: dict[str, float] = {}
+    for labels, value in _samples(body.decode(), "kube2redis_watcher_relists_total"):
+        out[labels["reason"]] = out.get(labels["reason"], 0.0) + value
+    return out
+
+
+def _relist_marks(client: "redis.Redis") -> tuple[int, int]:
+    """Redis's clock (ms, the entry id) at the first RELIST_BEGIN and the last
+    RELIST_END in the stream (0 if none). In a Redis restarted empty and with no
+    writes to the Jobs, the stream holds only what the relists appended."""
+    stream = KEYS.stream
+    head = cast(list[ev.Entry], client.xrange(stream, count=50))
+    tail = cast(list[ev.Entry], client.xrevrange(stream, count=50))
+
+    def first(rows: list[ev.Entry], kind: str) -> int:
+        return next(
+            (int(entry_id.split(b"-")[0]) for entry_id, f in rows if f[b"type"] == kind.encode()),
+            0,
+        )
+
+    return first(head, ev.RELIST_BEGIN), first(tail, ev.RELIST_END)
