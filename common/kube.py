@@ -34,6 +34,10 @@ class KubeError(Kube2RedisError):
         self.status = status
 
 
+class ResourceNotServedError(ConfigError):
+    """Discovery found no such resource (a CRD not installed yet, or deleted)."""
+
+
 class KubeUnreachableError(KubeError):
     """No answer from the API server."""
 
@@ -246,7 +250,7 @@ class KubeClient:
                 group = msgspec.json.decode(self.get(f"/apis/{spec.group}"))
             except KubeError as exc:
                 if exc.status == 404:
-                    raise ConfigError(
+                    raise ResourceNotServedError(
                         f"--resource {spec.name!r}: API group {spec.group!r} is not served by "
                         f"{self.host} (CRD not installed?)"
                     ) from exc
@@ -258,7 +262,7 @@ class KubeClient:
             listing = msgspec.json.decode(self.get(path))
         except KubeError as exc:
             if exc.status == 404:
-                raise ConfigError(
+                raise ResourceNotServedError(
                     f"--resource {spec.name!r}: {path} is not served by {self.host}"
                 ) from exc
             raise
@@ -267,7 +271,9 @@ class KubeClient:
                 return Resource(
                     spec=spec, version=version, kind=item["kind"], namespaced=item["namespaced"]
                 )
-        raise ConfigError(f"--resource {spec.name!r}: unknown resource at {self.host}{path}")
+        raise ResourceNotServedError(
+            f"--resource {spec.name!r}: unknown resource at {self.host}{path}"
+        )
 
 
 def _reason(exc: Exception) -> str:

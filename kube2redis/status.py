@@ -123,11 +123,15 @@ def render(status: Status) -> Any:
     for scope, rv in sorted(status.checkpoints.items()):
         checkpoints.add_row(scope, rv)
     watchers = Table(title="watchers")
-    for col in ("id", "spool bytes", "spool records", "updated"):
+    for col in ("id", "spool bytes", "spool records", "updated", "health"):
         watchers.add_column(col)
     for wid, w in sorted(status.watchers.items()):
         updated = time.time() - w.get("updated_ns", 0) / 1e9
         watchers.add_row(
-            wid, str(w.get("spool_bytes")), str(w.get("spool_records")), f"{updated:.0f}s ago"
+            wid,
+            str(w.get("spool_bytes")),
+            str(w.get("spool_records")),
+            f"{updated:.0f}s ago",
+            str(w.get("health", "")),
         )
     return Group(overview, groups, checkpoints, watchers)

@@ -15,6 +15,8 @@ Failure table (each a branch below):
 | the spool is full                            | stop reading; the writer asks for a relist   |
 |                                              | of every scope whose events it dropped       |
 | anything else (403, bad data)                | log once, back off, relist                   |
+| 404: the resource is no longer served (its   | its objects leave Redis (an empty relist);   |
+| CRD was deleted)                             | rediscover with backoff; relist when back    |
 | an exception nobody expected                 | log with traceback, back off, relist         |
 
 Every relist counts in relists_total{reason}.
@@ -31,7 +33,13 @@ import msgspec
 from common import events as ev
 from common import rv as rvs
 from common.keys import Keys
-from common.kube import KubeClient, KubeError, KubeUnreachableError, WatchCancel
+from common.kube import (
+    KubeClient,
+    KubeError,
+    KubeUnreachableError,
+    ResourceNotServedError,
+    WatchCancel,
+)
 from common.objects import (
     ObjectMeta,
     decode_head,
@@ -68,6 +76,7 @@ class Reflector:
         watch_timeout_s: tuple[int, int] = (300, 600),
         first_relist: str = "initial",
         on_server_rewound: Callable[[str], None] | None = None,
+        server_rv: Callable[[], str] | None = None,
     ) -> None:
         self.kube, self.resource, self.namespace = kube, resource, namespace
         self.writer, self.metrics = writer, metrics
@@ -90,6 +99,10 @@ class Reflector:
         self._cancel = WatchCancel()
         self._on_server_rewound = on_server_rewound
         self._idle = False  # set once the server went back in time: append nothing more
+        # The server's current resourceVersion from a resource that is still served,
+        # to sweep the objects of this one when it goes away.
+        self._server_rv = server_rv
+        self.waiting_for_resource = False
         writer.on_relist(self.scope, self.request_relist)
 
     # ---- relist requests ------------------------------------------------------------------
@@ -140,6 +153,9 @@ class Reflector:
                 self._fail(stop, exc)
                 self._check_rv = True
             except KubeError as exc:
+                if exc.status == 404:
+                    self._resource_gone(stop)
+                    continue
                 self._fail(stop, exc)
                 self._check_rv = True
                 # 429 and 5xx are the server's load or restart: same resourceVersion again.
@@ -203,6 +219,61 @@ class Reflector:
             return True
         self._relist_soon("checkpoint-ahead")
         return True
+
+    def _resource_gone(self, stop: threading.Event) -> None:
+        """The resource is not served any more (its CRD was deleted): its objects
+        leave Redis, and it is mirrored again as soon as it is served again."""
+        self.api_ok, self.waiting_for_resource = False, True
+        self.last_error = "not served by the API server (CRD deleted?): waiting for it"
+        log.warning(
+            "%s is no longer served (CRD deleted?): removing its objects from Redis and "
+            "waiting for it to come back",
+            self._resource_name,
+            extra={"scope": self.scope},
+        )
+        self._sweep_all(stop)
+        backoff = Backoff()
+        while not stop.wait(backoff.next_delay()):
+            try:
+                resource = self.kube.discover(self.resource.spec)
+            except (ResourceNotServedError, KubeError):
+                continue
+            if resource.key_kind != self._kind:
+                log.error(
+                    "%s came back as kind %s (was %s): not mirrored",
+                    self._resource_name,
+                    resource.kind,
+                    self.resource.kind,
+                    extra={"scope": self.scope},
+                )
+                continue
+            log.info("%s is served again", self._resource_name, extra={"scope": self.scope})
+            self.resource, self._path = resource, resource.path(self.namespace)
+            self._list_prefix = _list_item_prefix(resource)
+            self.waiting_for_resource = False
+            self._relist_soon("resource-returned")
+            return
+
+    def _sweep_all(self, stop: threading.Event) -> None:
+        """An empty relist: the projector deletes every stored object of the scope
+        older than the server's current resourceVersion."""
+        try:
+            list_rv = self._server_rv() if self._server_rv is not None else ""
+        except KubeError as exc:
+            list_rv = ""
+            log.warning("cannot read the server's resourceVersion: %s", exc)
+        if not list_rv:
+            log.warning(
+                "no other resource to learn the server's resourceVersion from: the objects "
+                "of %s stay in Redis until it is served again",
+                self._resource_name,
+                extra={"scope": self.scope},
+            )
+            return
+        self._emit(self._marker(ev.RELIST_BEGIN, list_rv), None, stop)
+        end = self._marker(ev.RELIST_END, list_rv)
+        self._emit(msgspec.structs.replace(end, members=ev.encode_members([])), list_rv, stop)
+        self.rv = list_rv
 
     def _fail(self, stop: threading.Event, exc: Exception, prefix: str = "") -> None:
         self.api_ok = False

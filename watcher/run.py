@@ -8,16 +8,15 @@ from pathlib import Path
 import msgspec
 import redis
 
-from common.errors import ConfigError
 from common.health import HealthServer
 from common.keys import Keys
-from common.kube import KubeClient
+from common.kube import KubeClient, ResourceNotServedError
 from common.process import stop_on_signals
 from common.resources import Resource, ResourceSpec
 from watcher import identity
 from watcher.metrics import WatcherMetrics
-from watcher.reflector import Reflector, scope_id
 from watcher.resyncs import ResyncListener
+from watcher.scopes import Scopes, refuse_kind_collisions, scopes_of
 from watcher.spool import FsyncPolicy, Spool
 from watcher.writer import StreamWriter, WriterSettings
 
@@ -47,36 +46,29 @@ GIL_SWITCH_INTERVAL_S = 0.001
 EXIT_SERVER_REWOUND = 3
 
 
-def refuse_kind_collisions(resources: list[Resource]) -> None:
-    """Two resources of one kind would share keys (k8s:{kind}:...) and each one's
-    relist would sweep the other's objects: refuse, naming both."""
-    seen: dict[str, Resource] = {}
-    for resource in resources:
-        other = seen.setdefault(resource.key_kind, resource)
-        if other.spec != resource.spec:
-            raise ConfigError(
-                f"--resource {other.spec.name!r} and {resource.spec.name!r} are both kind "
-                f"{resource.key_kind!r} and would share its keys "
-                f"(k8s:{resource.key_kind}:...): watch one of them, or run a watcher with "
-                "another --key-prefix for the other"
-            )
-
-
 def run(config: WatcherConfig, kube: KubeClient, r: "redis.Redis", keys: Keys) -> int:
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     metrics = WatcherMetrics()
     spool = Spool(config.spool_dir, max_bytes=config.spool_max_bytes, fsync=config.spool_fsync)
     writer = StreamWriter(r, keys, spool, metrics, config.writer)
-    # Discovery first: an unknown resource or an unreachable API server ends here, clearly.
-    resources = [kube.discover(spec) for spec in config.resources]
+    # Discovery first: an unreachable API server or a kind collision ends here, clearly;
+    # a resource not served yet (a CRD installed later) is waited for.
+    resources: list[Resource] = []
+    not_served: dict[str, str] = {}
+    for spec in config.resources:
+        try:
+            resources.append(kube.discover(spec))
+        except ResourceNotServedError as exc:
+            not_served[spec.name] = str(exc)
+            log.warning("%s; mirroring it once it is served", exc)
     refuse_kind_collisions(resources)
-    scopes = [
-        (scope_id(resource, namespace), resource, namespace)
-        for resource in resources
-        for namespace in (config.namespaces if resource.namespaced and config.namespaces else [""])
-    ]
     checkpoints = writer.load_checkpoints()
-    wiped = identity.reconcile(r, keys, kube, scopes, checkpoints)
+    scopes_now = [
+        (scope, resource, namespace)
+        for resource in resources
+        for scope, namespace in scopes_of(resource, config.namespaces)
+    ]
+    wiped = identity.reconcile(r, keys, kube, scopes_now, checkpoints)
     if wiped is not None:
         checkpoints = {}
         writer.forget_everything()
@@ -87,26 +79,24 @@ def run(config: WatcherConfig, kube: KubeClient, r: "redis.Redis", keys: Keys) -
     def server_rewound(scope: str) -> None:
         rewound.set()
 
-    reflectors = [
-        Reflector(
-            kube,
-            resource,
-            namespace,
-            writer,
-            metrics,
-            start_rv=checkpoints.get(scope),
-            first_relist=wiped or "initial",
-            on_server_rewound=server_rewound,
-        )
-        for scope, resource, namespace in scopes
-    ]
+    scopes = Scopes(
+        kube,
+        writer,
+        metrics,
+        config.namespaces,
+        checkpoints,
+        wiped or "initial",
+        server_rewound,
+    )
 
     def ready() -> tuple[bool, str]:
         reasons = [
             f"{f.scope}: API server: {f.last_error or 'not synced'}"
-            for f in reflectors
-            if not f.api_ok
+            for f in scopes.reflectors
+            if not f.api_ok and not f.waiting_for_resource
         ]
+        notes = [f"{name}: {why}" for name, why in sorted(scopes.waiting.items())]
+        notes += [f"{f.scope}: {f.last_error}" for f in scopes.reflectors if f.waiting_for_resource]
         if (
             not writer.redis_up
             and spool.size_bytes > config.spool_ready_threshold * spool.max_bytes
@@ -114,26 +104,34 @@ def run(config: WatcherConfig, kube: KubeClient, r: "redis.Redis", keys: Keys) -
             reasons.append(f"{writer.redis_problem} and spool at {spool.size_bytes} bytes")
         elif writer.overflow.is_set():
             reasons.append("spool full: watches paused until Redis is back")
-        if not reasons and writer.redis_problem:
+        elif writer.redis_problem:
             # Spooling within limits is ready (nothing is lost), but say why.
-            return (True, f"ok, spooling: {writer.redis_problem}")
-        return (not reasons, "; ".join(reasons) if reasons else "ok")
+            notes.append(f"spooling: {writer.redis_problem}")
+        if reasons:
+            return (False, "; ".join(reasons + notes))
+        # A resource that is not served has no objects to mirror: ready, and said.
+        return (True, "; ".join(["ok", *notes]))
 
+    writer.describe = lambda: ready()[1]
     health = HealthServer(config.health_host, config.health_port, metrics.registry, ready).start()
     stop = stop_on_signals()
     writer_stop = threading.Event()
     writer_thread = threading.Thread(target=writer.run, args=(writer_stop,), name="writer")
     writer_thread.start()
-    for reflector in reflectors:
-        # Daemon: a reflector blocked in a socket read must not hold up shutdown;
-        # what it has not handed to the writer is not checkpointed, so not lost.
-        threading.Thread(
-            target=reflector.run, args=(stop,), name=f"reflector {reflector.scope}", daemon=True
-        ).start()
-    log.info("watching %d scopes", len(reflectors), extra={"scopes": [f.scope for f in reflectors]})
+    for resource in resources:
+        scopes.add(resource, stop)
+    if not_served:
+        scopes.wait_for(
+            [spec for spec in config.resources if spec.name in not_served], not_served, stop
+        )
+    log.info(
+        "watching %d scopes",
+        len(scopes.reflectors),
+        extra={"scopes": [f.scope for f in scopes.reflectors]},
+    )
     # The writer owns every write: if it dies the process must not linger half-alive
     # (a supervisor or the kubelet restarts it, and the checkpoint makes that safe).
-    resyncs = ResyncListener(r, keys, reflectors, writer.watcher_id)
+    resyncs = ResyncListener(r, keys, scopes.reflectors, writer.watcher_id)
     while not stop.wait(1.0):
         resyncs.poll()
         if rewound.is_set():

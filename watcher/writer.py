@@ -113,6 +113,8 @@ class StreamWriter:
         self._conflict_logged: dict[str, float] = {}
         # Why Redis took nothing last time ("" while writes go through): /readyz says it.
         self.redis_problem = ""
+        # What /readyz says, published in the watcher's status for `kube2redis status`.
+        self.describe: Callable[[], str] = lambda: ""
         self._update_spool_gauges()
 
     def forget_everything(self) -> None:
@@ -405,6 +407,7 @@ class StreamWriter:
             "spool_dir": str(self._spool.directory),
             "last_event_ns": self._last_event_ns,
             "updated_ns": time.time_ns(),
+            "health": self.describe(),
         }
         try:
             self._r.hset(self._keys.watchers, self.watcher_id, json.dumps(status))

@@ -67,7 +67,8 @@ def test_unreachable_api_server(tmp_path: Path, redis_url: str) -> None:
     assert "abc" not in result.stderr  # the token is never printed
 
 
-def test_unknown_resource(kube: Kube, tmp_path: Path, redis_url: str) -> None:
+def test_two_resources_of_one_kind_are_refused(kube: Kube, tmp_path: Path, redis_url: str) -> None:
+    # batch/v1 Jobs and Volcano Jobs are both kind Job: they would share k8s:job:*.
     result = kprocs.run(
         [
             "--redis-url",
@@ -76,12 +77,34 @@ def test_unknown_resource(kube: Kube, tmp_path: Path, redis_url: str) -> None:
             "--kubeconfig",
             str(kube.kubeconfig),
             "--resource",
-            "widgets.example.com",
+            "jobs.batch.volcano.sh",
+            "--resource",
+            "jobs.batch",
             "--spool-dir",
             str(tmp_path / "s"),
         ]
     )
-    _one_line_error(result, "--resource", "widgets.example.com")
+    _one_line_error(result, "'jobs.batch.volcano.sh' and 'jobs.batch' are both kind 'job'")
+    assert result.returncode == 2
+
+
+def test_a_resource_not_served_is_waited_for_and_readyz_says_which(
+    kube: Kube, namespace: str, redis_url: str, procs: ProcFactory, tmp_path: Path
+) -> None:
+    watcher = start_watcher(
+        procs, redis_url, kube, namespace, tmp_path / "spool", "--resource", "widgets.example.com"
+    )
+    watcher.wait_ready()  # what is served is mirrored: ready, and it says what is not
+    status, body = watcher.http("/readyz")
+    assert status == 200
+    assert "widgets.example.com" in body and "not served" in body
+    Jobs(kube, namespace).create("still-mirrored")
+    wait_until(
+        lambda: metric(watcher, "kube2redis_watcher_events_appended_total") >= 1,
+        30,
+        "the served resource to be mirrored",
+    )
+    assert watcher.proc.poll() is None
 
 
 def test_unreachable_redis_at_start_spools_and_readyz_says_why(
