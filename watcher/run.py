@@ -55,7 +55,7 @@ def run(config: WatcherConfig, kube: KubeClient, r: "redis.Redis", keys: Keys) -
     # a resource not served yet (a CRD installed later) is waited for.
     resources: list[Resource] = []
     not_served: dict[str, str] = {}
-    for spec in config.resources:
+    for spec in dict.fromkeys(config.resources):  # a resource given twice is watched once
         try:
             resources.append(kube.discover(spec))
         except ResourceNotServedError as exc:
@@ -122,7 +122,9 @@ def run(config: WatcherConfig, kube: KubeClient, r: "redis.Redis", keys: Keys) -
         scopes.add(resource, stop)
     if not_served:
         scopes.wait_for(
-            [spec for spec in config.resources if spec.name in not_served], not_served, stop
+            [spec for spec in dict.fromkeys(config.resources) if spec.name in not_served],
+            not_served,
+            stop,
         )
     log.info(
         "watching %d scopes",
