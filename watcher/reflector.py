@@ -156,6 +156,10 @@ class Reflector:
                 if exc.status == 404:
                     self._resource_gone(stop)
                     continue
+                if exc.status == 410:  # the HTTP status form of Gone
+                    log.info("watch expired (410 Gone), relisting", extra={"scope": self.scope})
+                    self._relist_soon("gone")
+                    continue
                 self._fail(stop, exc)
                 self._check_rv = True
                 # 429 and 5xx are the server's load or restart: same resourceVersion again.
@@ -190,7 +194,8 @@ class Reflector:
                 return
             self._check_rv = False
         began = time.monotonic()
-        if not self._watch(stop) and time.monotonic() - began < 1.0:
+        events = self._watch(stop)
+        if not events and time.monotonic() - began < 1.0 and not self._relist_requested():
             # A watch the server closed at once with nothing in it (client-go's
             # "very short watch"): back off instead of spinning on the server.
             stop.wait(self.backoff.next_delay())

@@ -1,0 +1,197 @@
+"""The reflector's failure table, branch by branch, against an in-memory API
+server and writer (tests/fakes.py): the branches that are hard to reach for real."""
+
+import logging
+import threading
+from collections.abc import Iterator
+from typing import Any, cast
+
+import pytest
+
+from common import events as ev
+from common.kube import KubeError
+from tests.fakes import JOBS, FakeKube, FakeWriter, job, watch_line
+from tests.servers import wait_until
+from watcher.backoff import Backoff
+from watcher.metrics import WatcherMetrics
+from watcher.reflector import Reflector
+
+SCOPE = "jobs.batch.volcano.sh/ns"
+
+
+class CountingBackoff(Backoff):
+    """Short delays, counted: a test asserts that a branch backed off, not how long."""
+
+    def __init__(self) -> None:
+        super().__init__(initial=0.01, maximum=0.01, jitter=0.0)
+        self.delays = 0
+
+    def next_delay(self) -> float:
+        self.delays += 1
+        return super().next_delay()
+
+
+class Running:
+    def __init__(self, kube: FakeKube, start_rv: str | None = None, **options: Any) -> None:
+        self.kube, self.writer, self.metrics = kube, FakeWriter(), WatcherMetrics()
+        self.reflector = Reflector(
+            cast(Any, kube),
+            JOBS,
+            "ns",
+            cast(Any, self.writer),
+            self.metrics,
+            start_rv=start_rv,
+            **options,
+        )
+        self.backoff = CountingBackoff()
+        self.reflector.backoff = self.backoff
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.reflector.run, args=(self.stop,))
+        self.thread.start()
+
+    def relists(self, reason: str) -> float:
+        labels = {"resource": "jobs.batch.volcano.sh", "reason": reason}
+        return (
+            self.metrics.registry.get_sample_value("kube2redis_watcher_relists_total", labels) or 0
+        )
+
+    def ends(self) -> list[ev.StreamEvent]:
+        with self.writer.lock:
+            return [i.event for i in self.writer.items if i.event and i.event.type == ev.RELIST_END]
+
+    def halt(self) -> None:
+        self.stop.set()
+        self.reflector.request_relist("stop")  # cuts a blocked watch
+        self.thread.join(10)
+        assert not self.thread.is_alive()
+
+
+@pytest.fixture
+def running() -> Iterator[list[Running]]:
+    started: list[Running] = []
+    yield started
+    for run in started:
+        run.halt()
+
+
+def test_an_expired_continue_token_starts_the_list_over_and_misses_nothing(
+    running: list[Running],
+) -> None:
+    kube = FakeKube(objects={n: 10 + i for i, n in enumerate("abcde")}, expire_continue_once=True)
+    run = Running(kube)
+    running.append(run)
+    wait_until(run.ends, 10, "the relist's end")
+    (end,) = run.ends()
+    assert sorted(ev.decode_members(end.members)) == ["ns:a", "ns:b", "ns:c", "ns:d", "ns:e"]
+    assert run.relists("initial") == 1
+
+
+def test_a_very_short_watch_backs_off_instead_of_spinning(running: list[Running]) -> None:
+    kube = FakeKube()  # every watch ends at once with nothing in it
+    run = Running(kube, start_rv="100")
+    running.append(run)
+    wait_until(lambda: kube.watch_calls >= 5, 10, "several watches")
+    run.halt()
+    running.clear()
+    assert run.backoff.delays >= kube.watch_calls - 1
+
+
+def test_an_unexpected_exception_is_logged_backs_off_and_relists(
+    running: list[Running], caplog: pytest.LogCaptureFixture
+) -> None:
+    failures = [RuntimeError("a bug in the loop")]
+
+    def fail_once() -> None:
+        if failures:
+            raise failures.pop()
+
+    kube = FakeKube(objects={"a": 10}, fail_watch=fail_once)
+    with caplog.at_level(logging.ERROR):
+        run = Running(kube)
+        running.append(run)
+        wait_until(lambda: run.relists("crashed") == 1, 10, "a relist after the crash")
+        wait_until(lambda: len(run.ends()) == 2, 10, "the second relist's end")
+    assert any(r.exc_info and "a bug in the loop" in str(r.exc_info[1]) for r in caplog.records)
+    crashes = run.metrics.registry.get_sample_value(
+        "kube2redis_watcher_reflector_crashes_total", {"resource": "jobs.batch.volcano.sh"}
+    )
+    assert crashes == 1
+    assert run.backoff.delays >= 1
+
+
+def test_a_relist_request_cuts_a_watch_blocked_on_a_quiet_stream(running: list[Running]) -> None:
+    kube = FakeKube(objects={"a": 10}, watches=[([], "block"), ([], "block")])
+    run = Running(kube, start_rv="100")
+    running.append(run)
+    wait_until(lambda: kube.watch_calls == 1 and run.reflector.api_ok, 10, "a watch open")
+
+    run.reflector.request_relist("resync")
+
+    wait_until(lambda: kube.watch_calls == 2, 10, "the relist, then a new watch")
+    assert run.relists("resync") == 1
+    assert len(run.ends()) == 1
+    assert run.backoff.delays == 0  # cutting our own watch is not a failure
+
+
+def test_events_move_the_rv_and_a_410_relists(running: list[Running]) -> None:
+    kube = FakeKube(
+        objects={"a": 120},
+        list_rv=120,
+        watches=[([watch_line("MODIFIED", job("a", 110))], KubeError(410, "too old"))],
+    )
+    run = Running(kube, start_rv="100")
+    running.append(run)
+    wait_until(lambda: run.relists("gone") == 1, 10, "a relist after 410")
+    wait_until(run.ends, 10, "its end")
+    assert run.writer.types()[:2] == [ev.MODIFIED, ev.RELIST_BEGIN]
+
+
+def test_a_checkpoint_ahead_of_the_server_stops_the_scope_for_a_wipe(
+    running: list[Running],
+) -> None:
+    rewound: list[str] = []
+    kube = FakeKube(server_rv=90)
+    run = Running(kube, start_rv="500", on_server_rewound=rewound.append)
+    running.append(run)
+    wait_until(lambda: rewound, 10, "the rewind reported")
+    assert rewound[0] == SCOPE
+    assert kube.watch_calls == 0  # never watched from the future
+    assert run.writer.items == []  # and appended nothing
+
+
+def test_while_the_spool_is_full_nothing_is_listed_then_the_requested_relist_runs(
+    running: list[Running], caplog: pytest.LogCaptureFixture
+) -> None:
+    kube = FakeKube(objects={"a": 10}, watches=[([], "block")])
+    run = Running(kube, start_rv="100")
+    running.append(run)
+    wait_until(lambda: kube.watch_calls == 1, 10, "a watch open")
+    lists = kube.lists
+    # What the real writer does when it drops an event: overflow, and a relist request.
+    run.writer.overflow.set()
+    run.writer.relisters[SCOPE]("spool-full")
+    wait_until(lambda: (kube.watch_calls == 1 and not run.reflector.api_ok) or True, 1, "")
+    threading.Event().wait(0.2)
+    assert kube.lists == lists  # paused: neither listing nor watching
+    run.writer.overflow.clear()
+    wait_until(lambda: run.relists("spool-full") == 1, 10, "the relist after the overflow")
+    wait_until(run.ends, 10, "its end")
+
+
+def test_a_resource_that_is_no_longer_served_is_swept_and_relisted_when_back(
+    running: list[Running],
+) -> None:
+    gone = [KubeError(404, "the server could not find the requested resource")]
+
+    def not_found_once() -> None:
+        if gone:
+            raise gone.pop()
+
+    kube = FakeKube(objects={"a": 10}, list_rv=150, fail_watch=not_found_once)
+    run = Running(kube, start_rv="100", server_rv=lambda: "140")
+    running.append(run)
+    wait_until(lambda: run.relists("resource-returned") == 1, 10, "the relist once back")
+    wait_until(lambda: len(run.ends()) == 2, 10, "two relist ends")
+    sweep, back = run.ends()
+    assert (sweep.rv, ev.decode_members(sweep.members)) == ("140", [])
+    assert (back.rv, ev.decode_members(back.members)) == ("150", ["ns:a"])
