@@ -84,6 +84,11 @@ class Keys:
         return f"{self.prefix}:resync:{request_id}"
 
     @property
+    def projectors(self) -> str:
+        """Hash of consumer name -> JSON heartbeat of a running projector."""
+        return f"{self.prefix}:projectors"
+
+    @property
     def watchers(self) -> str:
         """Hash of watcher id -> JSON status (spool depth, last event time)."""
         return f"{self.prefix}:watchers"

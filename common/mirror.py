@@ -1,9 +1,13 @@
 """Clearing the mirrored state: `replay --rebuild` before it re-applies, and the
 watcher when the mirror turns out to belong to another cluster."""
 
+import time
+
+import msgspec
 import redis
 
 from common.keys import Keys
+from common.redisconn import text
 
 CHUNK = 1000
 RESET = "RESET"  # change-feed type: the mirror was cleared; consumers read it afresh
@@ -28,3 +32,42 @@ def clear_state(r: "redis.Redis", keys: Keys, kinds: list[str] | None = None) ->
     if cleared:
         r.xadd(keys.changes, {"key": "", "type": RESET, "rv": "", "phase": ""})
     return cleared
+
+
+def stream_trimmed(r: "redis.Redis", keys: Keys) -> bool:
+    """Did the stream ever lose entries (retention, XDEL)? Then it no longer holds a
+    complete picture: applying it from the start does not rebuild every object."""
+    try:
+        info = r.xinfo_stream(keys.stream)
+    except redis.ResponseError:
+        return False  # no stream: nothing was ever trimmed from it
+    # Redis 7 counts every entry ever added; trimming does not move
+    # max-deleted-entry-id (only XDEL does), so compare the count with the length.
+    added = info.get("entries-added")
+    return added is not None and int(added) > int(info["length"])
+
+
+class Heartbeat(msgspec.Struct, frozen=True):
+    """A running projector, refreshed every few seconds."""
+
+    pid: int
+    group: str
+    updated_ns: int
+
+
+encode_heartbeat = msgspec.json.Encoder().encode
+_decode_heartbeat = msgspec.json.Decoder(Heartbeat).decode
+
+
+def live_projectors(r: "redis.Redis", keys: Keys, group: str, within_s: float) -> list[str]:
+    """Consumers of group that said they were alive within the last within_s."""
+    now_ns = time.time_ns()
+    alive = []
+    for consumer, raw in r.hgetall(keys.projectors).items():
+        try:
+            beat = _decode_heartbeat(raw)
+        except msgspec.DecodeError:
+            continue
+        if beat.group == group and now_ns - beat.updated_ns < within_s * 1e9:
+            alive.append(text(consumer))
+    return sorted(alive)

@@ -58,6 +58,8 @@ class Settings(msgspec.Struct):
 pass_settings = click.make_pass_decorator(Settings)
 
 RESYNC_TIMEOUT_S = 120.0
+# A projector heartbeat this recent counts as running (it beats every reclaim round, 5 s).
+LIVE_PROJECTOR_S = 15.0
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -328,6 +330,34 @@ def project(
     show_default=True,
     help="Replay slices of the range in parallel (safe: every apply is a CAS).",
 )
+@option(
+    "--group",
+    default="projector",
+    show_default=True,
+    help="With --rebuild: the projector group that must not be running.",
+)
+@option(
+    "--force",
+    is_flag=True,
+    help="With --rebuild: run even while projectors of --group are alive (an object they "
+    "apply during the clear can leave the index; verify finds it).",
+)
+@option(
+    "--resync",
+    "resync_mode",
+    type=click.Choice(["auto", "always", "never"]),
+    default="auto",
+    show_default=True,
+    help="With --rebuild: ask the watchers to relist afterwards (auto: when retention "
+    "trimmed the stream, so it no longer holds every object).",
+)
+@option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    default=RESYNC_TIMEOUT_S,
+    show_default=True,
+    help="Seconds to wait for that relist to be applied.",
+)
 @pass_settings
 def replay(
     settings: Settings,
@@ -337,6 +367,10 @@ def replay(
     kinds: tuple[str, ...],
     tombstone_ttl: int,
     processes: int,
+    group: str,
+    force: bool,
+    resync_mode: str,
+    timeout: float,
 ) -> None:
     """Re-apply a range of the stream; idempotent."""
     from rich.progress import (
@@ -347,16 +381,25 @@ def replay(
         TimeRemainingColumn,
     )
 
-    from common.mirror import clear_state
+    from common import mirror
     from projector.consumer import ConsumerSettings
     from projector.replay import replay as run_replay
     from projector.replay import replay_parallel
     from projector.scripts import ApplySettings
 
     r = settings.redis()
+    trimmed = False
     if rebuild:
-        cleared = clear_state(r, settings.keys, list(kinds) or None)
+        alive = mirror.live_projectors(r, settings.keys, group, within_s=LIVE_PROJECTOR_S)
+        if alive and not force:
+            raise Kube2RedisError(
+                f"--rebuild: projectors of group {group!r} are running ({', '.join(alive)}): "
+                "stop them first (a change they apply while the state is cleared could be "
+                "lost from the index), or pass --force"
+            )
+        cleared = mirror.clear_state(r, settings.keys, list(kinds) or None)
         click.echo(f"cleared state of: {', '.join(cleared) or 'nothing'}", err=True)
+        trimmed = mirror.stream_trimmed(r, settings.keys)
     total = int(r.xlen(settings.keys.stream)) if start in ("-", "0") and end == "+" else None
     columns = (
         TextColumn("replay"),
@@ -389,6 +432,24 @@ def replay(
         f"({rate:,.0f} events/s): {outcome or 'nothing'}; "
         f"dead-lettered {summary.dead_lettered}"
     )
+    if rebuild and (resync_mode == "always" or (resync_mode == "auto" and trimmed)):
+        from common.resync import ResyncRequest
+        from kube2redis import resyncs
+
+        if trimmed:
+            click.echo("the stream was trimmed: asking the watchers to relist", err=True)
+        for kind in list(kinds) or [""]:
+            wanted = ResyncRequest(resource=kind, reason="rebuild")
+            try:
+                # The projectors are stopped for a rebuild: they apply the relist once
+                # they run again.
+                resyncs.run(r, settings.keys, wanted, timeout, click.echo, until="listed")
+            except Kube2RedisError as exc:
+                raise Kube2RedisError(
+                    f"the state holds only what the stream still had: {exc}; run "
+                    "`kube2redis resync` once a watcher is running"
+                ) from exc
+        click.echo("relists appended: the projectors apply them when they run", err=True)
 
 
 # ---- verify --------------------------------------------------------------------------------

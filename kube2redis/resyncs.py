@@ -3,6 +3,7 @@ answers until every relist they started has been applied by a projector."""
 
 import time
 from collections.abc import Callable
+from typing import Literal
 
 import redis
 
@@ -15,18 +16,24 @@ GRACE_S = 3.0
 POLL_S = 0.5
 
 
+Until = Literal["listed", "applied"]
+
+
 def run(
     r: "redis.Redis",
     keys: Keys,
     wanted: resync.ResyncRequest,
     timeout_s: float,
     say: Callable[[str], None],
+    until: Until = "applied",
 ) -> list[resync.ResyncAnswer]:
-    """Request a resync and wait (bounded) until it is applied; says each step."""
+    """Request a resync and wait (bounded) until every relist it started is
+    applied by a projector (or only listed, when no projector runs yet); says
+    each step."""
     request_id = resync.request(r, keys, wanted)
     what = f"{wanted.resource or 'every resource'} in {wanted.namespace or 'every namespace'}"
     say(f"resync {request_id} requested: {what}")
-    return follow(r, keys, request_id, timeout_s, say)
+    return follow(r, keys, request_id, timeout_s, say, until)
 
 
 def follow(
@@ -35,6 +42,7 @@ def follow(
     request_id: str,
     timeout_s: float,
     say: Callable[[str], None],
+    until: Until = "applied",
 ) -> list[resync.ResyncAnswer]:
     began = time.monotonic()
     first_answer: float | None = None
@@ -49,7 +57,8 @@ def follow(
                 say(_line(reply, state))
         if current and first_answer is None:
             first_answer = now
-        settled = all(said.get(scope) == "applied" for scope in current)
+        done = ("listed", "applied") if until == "listed" else ("applied",)
+        settled = all(said.get(scope) in done for scope in current)
         if first_answer is not None and now - first_answer >= GRACE_S and settled:
             return list(current.values())
         time.sleep(POLL_S)
@@ -58,10 +67,10 @@ def follow(
             f"no watcher answered resync request {request_id} within {timeout_s:.0f}s: is a "
             "watcher of that resource running against this Redis (same --key-prefix)?"
         )
-    waiting = sorted(scope for scope in current if said.get(scope) != "applied")
+    waiting = sorted(scope for scope in current if said.get(scope) not in done)
     raise Kube2RedisError(
-        f"resync {request_id} not applied within {timeout_s:.0f}s: {', '.join(waiting)} "
-        "(is a projector running?)"
+        f"resync {request_id} not {until} within {timeout_s:.0f}s: {', '.join(waiting)}"
+        + (" (is a projector running?)" if until == "applied" else "")
     )
 
 

@@ -7,6 +7,7 @@ delivery toward --max-deliveries) and keeping them from other consumers'
 reclaim. Only an entry that is itself bad goes to the dead-letter stream.
 """
 
+import contextlib
 import logging
 import os
 import socket
@@ -22,6 +23,7 @@ import msgspec
 import redis
 
 from common import events as ev
+from common import mirror, resync
 from common.keys import Keys
 from common.redisconn import text
 from common.rediserrors import ErrorClass, classify, describe, error_code, is_refusal
@@ -162,20 +164,32 @@ class Projector:
             self.r.xgroup_create(
                 self.keys.stream, self.settings.group, id=self.settings.start_id, mkstream=True
             )
-            log.info("created consumer group %s", self.settings.group)
         except redis.ResponseError as exc:
             if error_code(exc) != "BUSYGROUP":
                 raise
+            return
+        log.info("created consumer group %s", self.settings.group)
+        if mirror.stream_trimmed(self.r, self.keys):
+            # A new group on a stream that retention trimmed would build only what is
+            # left of it: the watchers relist, so the state ends complete.
+            request_id = resync.request(self.r, self.keys, resync.ResyncRequest(reason="new-group"))
+            log.warning(
+                "new group on a trimmed stream: asked the watchers to relist (resync %s)",
+                request_id,
+            )
 
     def run(self, stop: threading.Event) -> None:
         self._stop = stop
-        while not stop.is_set():
-            try:
-                self._run_once()
-            except _StopRequestedError:
-                return
-            except redis.RedisError as exc:
-                self._failed(exc)
+        try:
+            while not stop.is_set():
+                try:
+                    self._run_once()
+                except _StopRequestedError:
+                    return
+                except redis.RedisError as exc:
+                    self._failed(exc)
+        finally:
+            self.retire()
 
     def _run_once(self) -> None:
         if not self.connected:
@@ -217,6 +231,7 @@ class Projector:
         now = time.monotonic()
         if now >= self._next_reclaim:
             self._next_reclaim = now + self.settings.reclaim_every_s
+            self.heartbeat()
             self.reclaim()
         entries: list[ev.Entry] = []
         if self._read_own_pending:
@@ -421,6 +436,20 @@ class Projector:
             if group:
                 batch.add(b"XACK", self.keys.stream, group, entry_id)
         return batch
+
+    def heartbeat(self) -> None:
+        """Say this consumer is alive (`replay --rebuild` refuses to run under it)."""
+        if not self.settings.group:
+            return
+        beat = mirror.Heartbeat(os.getpid(), self.settings.group, time.time_ns())
+        # Housekeeping: a refusal here is met, and reported, by the applies.
+        with contextlib.suppress(redis.RedisError):
+            self.r.hset(self.keys.projectors, self.consumer, mirror.encode_heartbeat(beat))
+
+    def retire(self) -> None:
+        """Stopped: take the heartbeat back, so a rebuild may run at once."""
+        with contextlib.suppress(redis.RedisError):
+            self.r.hdel(self.keys.projectors, self.consumer)
 
     def reclaim(self) -> int:
         """Take over entries idle too long on other (dead) consumers; dead-letter

@@ -171,3 +171,65 @@ def test_resync_with_no_watcher_says_so(redis_url: str) -> None:
     result = kprocs.run(["resync", "--timeout", "2"], {"KUBE2REDIS_REDIS_URL": redis_url})
     assert result.returncode == 1
     assert result.stderr.startswith("kube2redis: error: no watcher answered resync request")
+
+
+def test_replay_rebuild_after_retention_trimmed_the_stream_ends_with_the_full_state(
+    kube: Kube, namespace: str, redis_server: RedisServer, procs: ProcFactory, tmp_path: Path
+) -> None:
+    r = redis_server.client()
+    r.config_set("stream-node-max-entries", 4)  # approximate trims take small bites
+    watcher = start_watcher(
+        procs, redis_server.url, kube, namespace, tmp_path / "spool", "--retention", "1"
+    )
+    projector = start_projector(procs, redis_server.url, kube)
+    watcher.wait_ready()
+    projector.wait_ready()
+    jobs = Jobs(kube, namespace)
+    for i in range(30):
+        jobs.create(f"t-{i}")
+    wait_verified(redis_server.url, kube, namespace)
+    wait_until(lambda: r.xlen(KEYS.stream) < 10, 60, "retention to trim what the group acked")
+
+    # Refused while a projector runs: it could apply a change while the state is cleared.
+    refused = kprocs.run(["replay", "--from", "0", "--rebuild"], env(redis_server.url, kube))
+    assert refused.returncode == 1
+    assert "projectors of group 'projector' are running" in refused.stderr
+    assert projector.stop() == 0
+
+    rebuilt = kprocs.run(["replay", "--from", "0", "--rebuild"], env(redis_server.url, kube))
+
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert "the stream was trimmed: asking the watchers to relist" in rebuilt.stderr
+    assert f"jobs.batch.volcano.sh/{namespace}: listed 30 objects" in rebuilt.stdout
+    start_projector(procs, redis_server.url, kube).wait_ready()
+    wait_verified(redis_server.url, kube, namespace, timeout_s=CONVERGE_S)
+    assert _relists(watcher, "rebuild") == 1
+
+
+def test_a_new_group_on_a_trimmed_stream_asks_the_watchers_to_relist(
+    kube: Kube, namespace: str, redis_server: RedisServer, procs: ProcFactory, tmp_path: Path
+) -> None:
+    r = redis_server.client()
+    r.config_set("stream-node-max-entries", 4)
+    watcher = start_watcher(
+        procs, redis_server.url, kube, namespace, tmp_path / "spool", "--retention", "1"
+    )
+    first = start_projector(procs, redis_server.url, kube)
+    watcher.wait_ready()
+    first.wait_ready()
+    jobs = Jobs(kube, namespace)
+    for i in range(30):
+        jobs.create(f"g-{i}")
+    wait_verified(redis_server.url, kube, namespace)
+    wait_until(lambda: r.xlen(KEYS.stream) < 10, 60, "retention to trim")
+    assert first.stop() == 0
+    for key in r.scan_iter(match=f"k8s:job:{namespace}:*"):
+        r.delete(key)  # a new deployment with its own, empty state...
+    r.delete(KEYS.index("job"))
+
+    # ...and a new group, which alone would rebuild only what is left of the stream.
+    second = start_projector(procs, redis_server.url, kube, "--group", "fresh")
+
+    wait_verified(redis_server.url, kube, namespace, timeout_s=CONVERGE_S)
+    assert "new group on a trimmed stream: asked the watchers to relist" in second.text()
+    assert _relists(watcher, "new-group") == 1
