@@ -233,3 +233,40 @@ def test_a_new_group_on_a_trimmed_stream_asks_the_watchers_to_relist(
     wait_verified(redis_server.url, kube, namespace, timeout_s=CONVERGE_S)
     assert "new group on a trimmed stream: asked the watchers to relist" in second.text()
     assert _relists(watcher, "new-group") == 1
+
+
+def test_redis_at_maxmemory_during_a_burst_loses_and_dead_letters_nothing(
+    kube: Kube, namespace: str, redis_server: RedisServer, procs: ProcFactory, tmp_path: Path
+) -> None:
+    r = redis_server.client()
+    watcher = start_watcher(procs, redis_server.url, kube, namespace, tmp_path / "spool")
+    projector = start_projector(procs, redis_server.url, kube)
+    watcher.wait_ready()
+    projector.wait_ready()
+    jobs = Jobs(kube, namespace)
+    for i in range(10):
+        jobs.create(f"m-{i}")
+    wait_verified(redis_server.url, kube, namespace)
+
+    # Memory runs out (maxmemory just under what Redis uses, noeviction) during a burst.
+    used = int(r.info("memory")["used_memory"])
+    r.config_set("maxmemory-policy", "noeviction")
+    r.config_set("maxmemory", used - 1024)
+    for i in range(10, 60):
+        jobs.create(f"m-{i}", payload="p" * 2000)
+    for i in range(0, 10):
+        jobs.label(f"m-{i}", "during-oom")
+
+    def says_why(proc: Proc) -> bool:
+        return "refuses writes" in proc.http("/readyz")[1]
+
+    wait_until(lambda: says_why(watcher), 30, "the watcher's /readyz to say why")
+    assert watcher.http("/readyz")[0] == 200  # spooling within limits: nothing is lost
+    assert metric(watcher, "kube2redis_watcher_events_spooled_total") > 0
+
+    r.config_set("maxmemory", 0)  # memory freed
+
+    wait_verified(redis_server.url, kube, namespace, timeout_s=CONVERGE_S)
+    assert r.xlen(KEYS.dead_letter) == 0
+    _running(watcher, projector)
+    wait_until(lambda: not says_why(watcher), 30, "the watcher's /readyz to clear")
