@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run stop test test-unit check lint typecheck localcluster venv bench bench-quick bench-profile clean
+.PHONY: run stop test test-unit check lint typecheck localcluster venv bench bench-quick bench-profile clean toxiproxy chaos
 
 run: venv localcluster ## mirror a cluster into Redis (local control plane if none is configured)
 	@bash deploy/run-local.sh
@@ -49,3 +49,13 @@ bench-profile: venv localcluster ## py-spy profiles of the watcher and projector
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info
+
+TOXIPROXY := $(HOME)/.cache/kube2redis/toxiproxy
+DURATION ?= 180
+SEED ?=
+
+toxiproxy: ## toxiproxy's server, built from the Go module proxy (chaos network faults)
+	@test -x $(TOXIPROXY)/server || GOBIN=$(TOXIPROXY) go install github.com/Shopify/toxiproxy/v2/cmd/server@v2.5.0
+
+chaos: venv localcluster toxiproxy ## seeded faults under load, then the history checks (DURATION=3600 for a soak)
+	$(BIN)/python -m chaos --duration $(DURATION) $(if $(SEED),--seed $(SEED))
