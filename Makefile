@@ -13,7 +13,7 @@ run: venv localcluster ## mirror a cluster into Redis (local control plane if no
 stop: ## stop what `make run` started
 	@bash deploy/run-local.sh stop
 
-test: venv localcluster ## the whole suite against real Redis and a real API server
+test: venv localcluster toxiproxy ## the whole suite against real Redis and a real API server
 	$(BIN)/pytest -q
 
 test-unit: venv

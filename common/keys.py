@@ -69,6 +69,11 @@ class Keys:
         return f"{self.prefix}:checkpoints:marks"
 
     @property
+    def checkpoint_writers(self) -> str:
+        """Hash of resource scope -> id of the watcher that appended to it last."""
+        return f"{self.prefix}:checkpoints:writers"
+
+    @property
     def cluster(self) -> str:
         """String: uid of the cluster's kube-system namespace, which the checkpoints
         belong to."""

@@ -4,11 +4,12 @@ Per scope the writer remembers the mark (a count of appends, see guard.lua) it
 last wrote. Each append checks, in its own MULTI/EXEC, that Redis still holds
 it; a quiet scope is checked the same way every second. The verdicts:
 
-| stored mark vs ours | means                              | we do                        |
-|---------------------|------------------------------------|------------------------------|
-| equal               | nothing lost                       | move the checkpoint          |
-| missing or lower    | Redis lost writes of this scope    | keep the checkpoint, relist  |
-| higher              | a second watcher writes this scope | log, count, carry on         |
+| stored mark vs ours      | means                              | we do                       |
+|--------------------------|------------------------------------|-----------------------------|
+| equal                    | nothing lost                       | move the checkpoint         |
+| missing or lower         | Redis lost writes of this scope    | keep the checkpoint, relist |
+| higher, written by us    | our append ran twice (a retry)     | adopt it                    |
+| higher, by someone else  | a second watcher writes this scope | log, count, carry on        |
 
 A scope owes a relist from the moment a loss is found (or an event of it was
 dropped) until a relist that *began after that moment* has been appended to its
@@ -66,7 +67,8 @@ class Plan(msgspec.Struct, frozen=True):
 class ScopeGuard:
     """Marks last written, and the relists scopes owe."""
 
-    def __init__(self) -> None:
+    def __init__(self, writer_id: str = "") -> None:
+        self.writer_id = writer_id
         self.expected: dict[str, int] = {}
         # scope -> has a relist begun since the loss? (True once its BEGIN is appended)
         self.owed: dict[str, bool] = {}
@@ -96,15 +98,15 @@ class ScopeGuard:
 
     def add_append(self, batch: Batch, keys: Sequence[Arg], plan: Plan) -> None:
         """The guard call of an append (last command of its MULTI/EXEC)."""
-        args: list[Arg] = [APPEND]
+        args: list[Arg] = [APPEND, self.writer_id]
         for scope in plan.scopes:
             args += (scope, self._expected_arg(scope), plan.checkpoints.get(scope, ""))
         batch.add(b"EVAL", GUARD_SOURCE, len(keys), *keys, *args)
 
-    def add_check(self, batch: Batch, keys: Sequence[Arg]) -> list[str]:
-        """A read-only check of every scope with a mark; the scopes it covers."""
-        scopes = sorted(self.expected)
-        args: list[Arg] = [CHECK]
+    def add_check(self, batch: Batch, keys: Sequence[Arg], ours: Iterable[str]) -> list[str]:
+        """A read-only check of our scopes that have a mark; the scopes it covers."""
+        scopes = sorted(set(ours) & set(self.expected))
+        args: list[Arg] = [CHECK, self.writer_id]
         for scope in scopes:
             args += (scope, str(self.expected[scope]), "")
         batch.add(b"EVAL", GUARD_SOURCE, len(keys), *keys, *args)
@@ -114,15 +116,19 @@ class ScopeGuard:
         """The append went through: adopt its marks and relist state; judge it."""
         self.owed = dict(plan.owed_after)
         flat = _strings(reply)
-        verdict = self._judge(plan.scopes, flat[0::2])
-        for scope, new in zip(plan.scopes, flat[1::2], strict=True):
+        verdict = self._judge(plan.scopes, flat[0::3], flat[1::3])
+        for scope, new in zip(plan.scopes, flat[2::3], strict=True):
             self.expected[scope] = int(new)
         for loss in verdict.losses:
             self.owe_relist(loss.scope)
         return verdict
 
     def checked(self, scopes: list[str], reply: object) -> Verdict:
-        verdict = self._judge(scopes, _strings(reply))
+        flat = _strings(reply)
+        verdict = self._judge(scopes, flat[0::2], flat[1::2])
+        for scope, stored in zip(scopes, flat[0::2], strict=True):
+            if stored and int(stored) > self.expected.get(scope, 0):
+                self.expected[scope] = int(stored)  # a second writer's, or our own repeat
         for loss in verdict.losses:
             self.owe_relist(loss.scope)
             # Expect what Redis holds now (the relist rebuilds the rest), so a
@@ -131,20 +137,18 @@ class ScopeGuard:
                 self.expected[loss.scope] = int(loss.stored)
             else:
                 del self.expected[loss.scope]
-        for conflict in verdict.conflicts:
-            self.expected[conflict.scope] = conflict.stored
         return verdict
 
-    def _judge(self, scopes: Iterable[str], stored_marks: list[str]) -> Verdict:
+    def _judge(self, scopes: Iterable[str], stored_marks: list[str], writers: list[str]) -> Verdict:
         losses: list[Loss] = []
         conflicts: list[Conflict] = []
-        for scope, stored in zip(scopes, stored_marks, strict=True):
+        for scope, stored, writer in zip(scopes, stored_marks, writers, strict=True):
             expected = self.expected.get(scope)
             if expected is None:
                 continue
             if not stored or int(stored) < expected:
                 losses.append(Loss(scope, stored, expected))
-            elif int(stored) > expected:
+            elif int(stored) > expected and writer != self.writer_id:
                 conflicts.append(Conflict(scope, int(stored), expected))
         return Verdict(losses, conflicts)
 

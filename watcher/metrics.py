@@ -75,6 +75,11 @@ class WatcherMetrics:
             "Appends that found another writer's mark on a scope (a second watcher)",
             registry=r,
         )
+        self.spool_lost_records = Counter(
+            "kube2redis_watcher_spool_lost_records",
+            "Spool records found corrupt (quarantined) or undecodable; every scope relists",
+            registry=r,
+        )
         self.redis_refusals = Counter(
             "kube2redis_watcher_redis_refusals",
             "Appends Redis refused (OOM, READONLY, MISCONF, ...); spooled instead",

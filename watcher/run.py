@@ -85,7 +85,7 @@ def run(config: WatcherConfig, kube: KubeClient, r: "redis.Redis", keys: Keys) -
         metrics,
         config.namespaces,
         checkpoints,
-        wiped or "initial",
+        lambda scope: wiped or writer.relist_at_start.get(scope) or "initial",
         server_rewound,
     )
 

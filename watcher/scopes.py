@@ -47,11 +47,12 @@ class Scopes:
         metrics: WatcherMetrics,
         namespaces: list[str],
         checkpoints: dict[str, str],
-        first_relist: str,
+        first_relist: Callable[[str], str],
         on_server_rewound: Callable[[str], None],
     ) -> None:
         self._kube, self._writer, self._metrics = kube, writer, metrics
         self._namespaces, self._checkpoints = namespaces, checkpoints
+        # Why a scope without a checkpoint lists first (initial, cluster-changed, ...).
         self._first_relist, self._on_server_rewound = first_relist, on_server_rewound
         self.reflectors: list[Reflector] = []  # appended to only: readers need no lock
         self.waiting: dict[str, str] = {}  # resource -> why it is not mirrored yet
@@ -74,7 +75,7 @@ class Scopes:
                 self._writer,
                 self._metrics,
                 start_rv=checkpoint,
-                first_relist=reason or self._first_relist,
+                first_relist=reason or self._first_relist(scope),
                 on_server_rewound=self._on_server_rewound,
                 server_rv=self._server_rv,
             )

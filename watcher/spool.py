@@ -55,6 +55,10 @@ def scan(data: bytes) -> ScanResult:
         if size - offset < HEADER.size:
             return ScanResult(records, corrupt, offset, torn=True)
         length, crc = HEADER.unpack_from(data, offset)
+        if length == 0:
+            # Never written by us (a record always has a payload): a tail of zeros a
+            # crash left before fsync (crc32 of nothing is 0, so it would pass).
+            return ScanResult(records, corrupt, offset, torn=True)
         end = offset + HEADER.size + length
         if length > MAX_RECORD_BYTES:
             # The length field is garbage: no way to find the next frame.
@@ -100,6 +104,8 @@ class Spool:
         self._dirty = False
         # Every unconsumed record, oldest first: position and payload length.
         self._index: list[tuple[Position, int]] = []
+        # Records found corrupt on open: what they held is lost, so the watcher relists.
+        self.quarantined = 0
         self._bytes = 0
         directory.mkdir(parents=True, exist_ok=True)
         self._recover()
@@ -155,6 +161,7 @@ class Spool:
             )
 
     def _quarantine_record(self, path: Path, offset: int, frame_bytes: bytes) -> None:
+        self.quarantined += 1
         self._quarantine.mkdir(exist_ok=True)
         target = self._quarantine / f"{path.stem}-{offset}.bad"
         target.write_bytes(frame_bytes)

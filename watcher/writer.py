@@ -46,6 +46,9 @@ class SpoolBatch(msgspec.Struct):
     checkpoints: dict[str, str]
     scopes: list[str] = msgspec.field(default_factory=list)  # empty in older records
     marks: dict[str, int] = msgspec.field(default_factory=dict)
+    # Scopes owing a relist when this was spooled: a watcher restarted before they
+    # got it must not resume them from a checkpoint (they relist at start).
+    owed: list[str] = msgspec.field(default_factory=list)
 
 
 _encode_batch = msgspec.msgpack.Encoder().encode
@@ -106,8 +109,16 @@ class StreamWriter:
         self._drain_began: float | None = None
         self._drain_events = 0
         self.watcher_id = f"{socket.gethostname()}-{os.getpid()}"
-        self.guard = ScopeGuard()
-        self._guard_keys = [keys.checkpoint_marks.encode(), self._checkpoints_key]
+        self.guard = ScopeGuard(self.watcher_id)
+        self._guard_keys = [
+            keys.checkpoint_marks.encode(),
+            self._checkpoints_key,
+            keys.checkpoint_writers.encode(),
+        ]
+        # Why every scope must relist at start ("" = they need not): the spool lost
+        # records (corrupt on disk) or a scope owed a relist when the watcher stopped.
+        self.relist_at_start: dict[str, str] = {}
+        self.spool_lost_records = spool.quarantined
         self._next_guard_check = 0.0
         self._relisters: dict[str, Callable[[str], None]] = {}
         self._conflict_logged: dict[str, float] = {}
@@ -123,7 +134,7 @@ class StreamWriter:
         if len(self._spool):
             log.warning("dropping %d spooled records of the wiped mirror", len(self._spool))
             self._spool.pop(len(self._spool))
-        self.guard = ScopeGuard()
+        self.guard = ScopeGuard(self.watcher_id)
         self._update_spool_gauges()
 
     def on_relist(self, scope: str, request: Callable[[str], None]) -> None:
@@ -147,14 +158,31 @@ class StreamWriter:
         except redis.RedisError as exc:
             log.warning("redis unreachable at start, spooling: %s", exc)
             self._set_up(False, exc)
+        owed: list[str] = []
         for payload in self._spool.records():
-            record = _decode_batch(payload)
+            try:
+                record = _decode_batch(payload)
+            except msgspec.DecodeError:
+                self.spool_lost_records += 1  # what it held is gone: relisted below
+                continue
             for scope, rv in record.checkpoints.items():
                 if scope not in checkpoints or rvs.newer(rv, checkpoints[scope]):
                     checkpoints[scope] = rv
             for scope, mark in record.marks.items():
                 marks[scope] = max(mark, marks.get(scope, 0))
+            owed = record.owed  # the newest record says which relists were still owed
         self.guard.load(marks)
+        if self.spool_lost_records:
+            log.error(
+                "the spool lost %d records (corrupt on disk): every scope relists",
+                self.spool_lost_records,
+            )
+            self._metrics.spool_lost_records.inc(self.spool_lost_records)
+            self.relist_at_start = dict.fromkeys(checkpoints, "spool-corrupt")
+            return {}
+        for scope in owed:
+            checkpoints.pop(scope, None)
+            self.relist_at_start[scope] = "owed"
         return checkpoints
 
     # ---- main loop ------------------------------------------------------------------------
@@ -224,7 +252,14 @@ class StreamWriter:
                 self._set_up(False, exc)
             else:
                 return
-        record = SpoolBatch(entries, checkpoints, scopes, dict(self.guard.expected))
+        # Only the checkpoints the guard would let move: a scope owing a relist must
+        # not resume past its loss from a spooled checkpoint after a restart.
+        plan = self.guard.plan(
+            list(zip(scopes, (e.type for e in entries), strict=True)), checkpoints
+        )
+        record = SpoolBatch(
+            entries, plan.checkpoints, scopes, dict(self.guard.expected), sorted(plan.owed_after)
+        )
         try:
             self._spool.append(_encode_batch(record))
             self._metrics.spooled.inc(len(entries))
@@ -267,8 +302,11 @@ class StreamWriter:
             self.redis_problem = ""
 
     def _report(self, verdict: Verdict) -> None:
-        """Say what the guard found, and relist what Redis lost."""
+        """Say what the guard found, and relist what Redis lost (of our own scopes:
+        other watchers on this Redis answer for theirs)."""
         for loss in verdict.losses:
+            if loss.scope not in self._relisters:
+                continue
             self._metrics.redis_losses.inc()
             log.warning(
                 "redis lost writes of %s (its mark is %s, we wrote %d): relisting it",
@@ -280,6 +318,8 @@ class StreamWriter:
             self._owe_relist(loss.scope, "redis-lost")
         now = time.monotonic()
         for conflict in verdict.conflicts:
+            if conflict.scope not in self._relisters:
+                continue
             self._metrics.scope_conflicts.inc()
             if now - self._conflict_logged.get(conflict.scope, -3600.0) >= 60.0:
                 self._conflict_logged[conflict.scope] = now
@@ -330,7 +370,7 @@ class StreamWriter:
         if not self.guard.expected:
             return
         batch = Batch()
-        scopes = self.guard.add_check(batch, self._guard_keys)
+        scopes = self.guard.add_check(batch, self._guard_keys, self._relisters)
         try:
             (reply,) = batch.send(self._r)
             if isinstance(reply, redis.RedisError):
@@ -389,7 +429,12 @@ class StreamWriter:
             if not chunk:
                 break
             for payload in chunk:
-                batch = _decode_batch(payload)
+                try:
+                    batch = _decode_batch(payload)
+                except msgspec.DecodeError:
+                    self._lost_spool_record()
+                    records += 1
+                    continue
                 entries.extend(batch.entries)
                 # Records spooled before scopes were recorded: scope unknown ("").
                 scopes.extend(batch.scopes or [""] * len(batch.entries))
@@ -398,6 +443,14 @@ class StreamWriter:
                 if len(entries) >= self._settings.drain_events_per_tx:
                     break
         return entries, scopes, checkpoints, records
+
+    def _lost_spool_record(self) -> None:
+        """A spool record that does not decode: what it held is lost, for a scope
+        we cannot tell, so every scope relists."""
+        log.error("a spool record does not decode: every scope relists")
+        self._metrics.spool_lost_records.inc()
+        for scope in list(self._relisters):
+            self._owe_relist(scope, "spool-corrupt")
 
     def _publish_status(self) -> None:
         status = {

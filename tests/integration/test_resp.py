@@ -17,7 +17,7 @@ from watcher.guard import ScopeGuard
 
 STREAM = b"k8s:events"
 CHECKPOINTS = b"k8s:checkpoints"
-GUARD_KEYS = [b"k8s:checkpoints:marks", CHECKPOINTS]
+GUARD_KEYS = [b"k8s:checkpoints:marks", CHECKPOINTS, b"k8s:checkpoints:writers"]
 
 
 def _append(entries: list[ev.StreamEvent], checkpoints: dict[str, str]) -> Batch:

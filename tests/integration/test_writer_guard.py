@@ -156,11 +156,94 @@ def test_redis_restored_to_older_marks_is_a_loss_and_a_second_writer_is_not(
     wait_until(lambda: relists.asked[BUSY], 30, "a relist of the scope that lost a write")
     assert relists.asked == {BUSY: ["redis-lost"], QUIET: []}
 
-    # Another watcher bumps QUIET's mark: said in the metrics, no relist.
-    redis_server.client().hincrby(KEYS.checkpoint_marks, QUIET, 5)
+    # Another watcher appends to QUIET: said in the metrics, no relist.
+    other = redis_server.client()
+    other.hincrby(KEYS.checkpoint_marks, QUIET, 5)
+    other.hset(KEYS.checkpoint_writers, QUIET, "another-watcher")
     wait_until(
         lambda: running.sample("kube2redis_watcher_scope_conflicts_total") >= 1,
         30,
         "the conflict counted",
     )
     assert relists.asked[QUIET] == []
+
+
+def _restarted(redis_server: RedisServer, tmp_path: Path) -> StreamWriter:
+    """A new watcher process's writer on the same spool, Redis unreachable or not."""
+    client = connect(redis_server.url, retries=0, socket_timeout=2.0)
+    spool = Spool(tmp_path / "spool", max_bytes=64 * 1024)
+    return StreamWriter(client, KEYS, spool, WatcherMetrics(), WriterSettings())
+
+
+def test_a_scope_owing_a_relist_does_not_resume_from_a_spooled_checkpoint(
+    redis_server: RedisServer, writer_on: tuple[StreamWriter, Running], tmp_path: Path
+) -> None:
+    writer, running = writer_on
+    relists = Relists(writer, BUSY, QUIET)
+    r = redis_server.client()
+    running.put(QUIET, _event(ev.ADDED, "quiet", 11), 11)
+    wait_until(lambda: _checkpoint(r, QUIET) == b"11", 10, "the checkpoint written")
+    redis_server.restart_empty()
+    wait_until(lambda: relists.asked[QUIET], 30, "the loss found")
+    redis_server.kill()  # down again before the relist: the next event is spooled
+    running.put(QUIET, _event(ev.MODIFIED, "quiet", 13), 13)
+    wait_until(
+        lambda: running.sample("kube2redis_watcher_spool_records") == 1, 10, "the event spooled"
+    )
+    running.stop.set()
+    running.thread.join(30)
+
+    restarted = _restarted(redis_server, tmp_path)
+    checkpoints = restarted.load_checkpoints()
+
+    assert QUIET not in checkpoints  # it relists at start instead of resuming at 13
+    assert restarted.relist_at_start == {QUIET: "owed"}
+
+
+def test_a_spool_record_lost_on_disk_makes_every_scope_relist(
+    redis_server: RedisServer, writer_on: tuple[StreamWriter, Running], tmp_path: Path
+) -> None:
+    _, running = writer_on
+    r = redis_server.client()
+    running.put(BUSY, _event(ev.ADDED, "busy", 10), 10)
+    wait_until(lambda: _checkpoint(r, BUSY) == b"10", 10, "the checkpoint written")
+    redis_server.kill()
+    for count, rv in enumerate((11, 12, 13), start=1):
+        # One at a time, so each is a record of its own.
+        running.put(BUSY, _event(ev.MODIFIED, "busy", rv), rv)
+        wait_until(
+            lambda n=count: running.sample("kube2redis_watcher_spool_records") == n,
+            10,
+            f"record {count} spooled",
+        )
+    running.stop.set()
+    running.thread.join(30)
+    (segment,) = (tmp_path / "spool").glob("*.seg")
+    data = bytearray(segment.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # the middle record is damaged on disk
+    segment.write_bytes(bytes(data))
+    redis_server.start()
+
+    restarted = _restarted(redis_server, tmp_path)
+    checkpoints = restarted.load_checkpoints()
+
+    assert checkpoints == {}  # not 13: what the damaged record held must come back
+    assert restarted.relist_at_start == {BUSY: "spool-corrupt"}
+
+
+def test_another_watchers_scopes_are_neither_checked_nor_reported(
+    redis_server: RedisServer, writer_on: tuple[StreamWriter, Running]
+) -> None:
+    writer, running = writer_on
+    Relists(writer, BUSY)  # this watcher watches BUSY only
+    r = redis_server.client()
+    r.hset(KEYS.checkpoint_marks, "pods/*", 40)  # another watcher's scope on this Redis
+    r.hset(KEYS.checkpoint_writers, "pods/*", "another-watcher")
+    writer.guard.load({"pods/*": 40})
+    running.put(BUSY, _event(ev.ADDED, "busy", 10), 10)
+    wait_until(lambda: _checkpoint(r, BUSY) == b"10", 10, "the checkpoint written")
+    r.hincrby(KEYS.checkpoint_marks, "pods/*", 3)  # the other watcher appends on
+    redis_server.restart_empty()
+    wait_until(lambda: running.sample("kube2redis_watcher_redis_losses_total") >= 1, 30, "our loss")
+    assert running.sample("kube2redis_watcher_redis_losses_total") == 1  # BUSY only
+    assert running.sample("kube2redis_watcher_scope_conflicts_total") == 0

@@ -116,3 +116,26 @@ def test_peek_from_an_offset(tmp_path: Path) -> None:
     spool = Spool(tmp_path)
     assert spool.peek(2, start=3) == [b"record-3", b"record-4"]
     assert spool.peek(2, start=5) == []
+
+
+def test_a_tail_of_zeros_is_cut_not_read_as_empty_records(tmp_path: Path) -> None:
+    # A crash before fsync can leave the file's tail zero-filled: eight zero bytes
+    # would frame an empty record whose CRC (of nothing) is 0.
+    _fill(tmp_path, 2)
+    segment = _segment(tmp_path)
+    good = segment.stat().st_size
+    with segment.open("ab") as f:
+        f.write(b"\x00" * 4096)
+    reopened = Spool(tmp_path)
+    assert list(reopened.records()) == [b"record-0", b"record-1"]
+    assert segment.stat().st_size == good
+    assert reopened.quarantined == 0
+
+
+def test_corrupt_records_are_counted_for_the_watcher_to_relist(tmp_path: Path) -> None:
+    _fill(tmp_path, 3)
+    segment = _segment(tmp_path)
+    data = bytearray(segment.read_bytes())
+    data[HEADER.size + 2] ^= 0xFF  # inside record-0's payload
+    segment.write_bytes(bytes(data))
+    assert Spool(tmp_path).quarantined == 1
