@@ -30,7 +30,9 @@ class StreamEvent(msgspec.Struct, frozen=True, kw_only=True):
 
     For markers ``rv`` is the list's resourceVersion, ``namespace`` the scope of
     the relist ("" for all namespaces) and, on RELIST_END, ``members`` the JSON
-    array of index members the list returned.
+    array of index members the list returned. ``purge`` marks the RELIST_END of a
+    resource that is no longer served: its objects leave, and no tombstone or
+    relist record stays behind to reject them if the resource comes back.
     """
 
     type: str
@@ -43,6 +45,7 @@ class StreamEvent(msgspec.Struct, frozen=True, kw_only=True):
     object: bytes = b""
     received_ns: int
     members: bytes = b""
+    purge: bool = False
 
     @property
     def is_marker(self) -> bool:
@@ -70,6 +73,8 @@ def to_fields(event: StreamEvent) -> dict[str, bytes | str | int]:
         fields["object"] = event.object
     if event.members:
         fields["members"] = event.members
+    if event.purge:
+        fields["purge"] = 1
     return fields
 
 
@@ -106,6 +111,7 @@ def from_fields(fields: dict[bytes, bytes]) -> StreamEvent:
             object=obj,
             received_ns=int(raw_received),
             members=get(b"members", b""),
+            purge=get(b"purge") == b"1",
         )
     except (UnicodeDecodeError, ValueError) as exc:
         raise MalformedEntryError(f"undecodable field: {exc}") from exc

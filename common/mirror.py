@@ -13,11 +13,22 @@ CHUNK = 1000
 RESET = "RESET"  # change-feed type: the mirror was cleared; consumers read it afresh
 
 
+def mirrored_kinds(r: "redis.Redis", keys: Keys) -> set[str]:
+    """Every kind with anything in Redis: an index, relist records or tombstones
+    (a kind whose objects are all deleted has no index, yet its tombstones and
+    relist records would still reject what comes next)."""
+    found: set[str] = set()
+    for pattern in (keys.index("*"), keys.relist("*", "*"), keys.tombstone("*", "", "*")):
+        head = pattern.split("*", 1)[0]
+        for key in r.scan_iter(match=pattern, count=1000):
+            found.add(text(key)[len(head) :].split(":", 1)[0])
+    return found
+
+
 def clear_state(r: "redis.Redis", keys: Keys, kinds: list[str] | None = None) -> list[str]:
     """Delete state keys, indexes, tombstones and relist records of kinds (all if
     None); tell change-feed readers. Returns the kinds cleared."""
-    found = [k.decode().rsplit(":", 1)[1] for k in r.scan_iter(match=keys.index("*"))]
-    cleared = [k for k in found if kinds is None or k in kinds]
+    cleared = [k for k in sorted(mirrored_kinds(r, keys)) if kinds is None or k in kinds]
     for kind in cleared:
         index = keys.index(kind)
         members = [m.decode() for m in r.smembers(index)]  # type: ignore[union-attr]

@@ -7,7 +7,13 @@
 --       5 event stream
 -- ARGV: 1 list rv, 2 namespace scope ("" = all), 3 state key prefix,
 --       4 tombstone key prefix, 5 tombstone ttl, 6 change feed maxlen,
---       7 group ("" = no ack), 8 entry id, 9.. listed members
+--       7 group ("" = no ack), 8 entry id, 9 purge ("1": the resource is no
+--       longer served), 10.. listed members
+--
+-- A purge deletes the same objects but leaves no tombstone and no relist record:
+-- the resource may come back with these very objects at their old
+-- resourceVersions (a 404 the API server answered for a while), and nothing may
+-- then reject them.
 
 local function newer(a, b)
   if #a ~= #b then return #a > #b end
@@ -31,13 +37,18 @@ if previous and not newer(list_rv, previous) then
   return 0
 end
 
+local purge = ARGV[9] == '1'
 -- UNLINK: the previous listed set (as large as the scope) is freed off the main thread.
 redis.call('UNLINK', KEYS[3])
 local n = #ARGV
-for i = 9, n, 4000 do
+for i = 10, n, 4000 do
   redis.call('SADD', KEYS[3], unpack(ARGV, i, math.min(i + 3999, n)))
 end
-redis.call('HSET', KEYS[2], 'rv', list_rv)
+if purge then
+  redis.call('DEL', KEYS[2])
+else
+  redis.call('HSET', KEYS[2], 'rv', list_rv)
+end
 
 local prefix = scope .. ':'
 local deleted = 0
@@ -53,7 +64,7 @@ for _, member in ipairs(redis.call('SDIFF', KEYS[1], KEYS[3])) do
       redis.call('SREM', KEYS[1], member)
       local tomb_key = ARGV[4] .. member
       local tomb = redis.call('GET', tomb_key)
-      if not tomb or newer(list_rv, tomb) then
+      if not purge and (not tomb or newer(list_rv, tomb)) then
         redis.call('SET', tomb_key, list_rv, 'EX', ARGV[5])
       end
       redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], '*',

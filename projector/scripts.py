@@ -114,6 +114,7 @@ class Scripts:
             self.settings.changes_maxlen,
             group,
             entry_id,
+            1 if event.purge else 0,
             *decode_members(event.members),
         ]
         self.relist_script.call(batch, keys, args)

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from common.kube import KubeError, WatchCancel
+from common.kube import KubeError, ResourceNotServedError, WatchCancel
 from common.resources import Resource, ResourceSpec
 from watcher.writer import Item
 
@@ -59,6 +59,7 @@ class FakeKube:
     lists: int = 0
     watch_calls: int = 0
     fail_watch: Callable[[], None] | None = None
+    not_served_for: int = 0  # discovery answers "not served" this many times first
 
     def get(self, path: str, params: dict[str, str] | None = None, timeout: float = 30.0) -> bytes:
         params = params or {}
@@ -82,6 +83,9 @@ class FakeKube:
         return str(self.list_rv if self.server_rv is None else self.server_rv)
 
     def discover(self, spec: ResourceSpec) -> Resource:
+        if self.not_served_for > 0:
+            self.not_served_for -= 1
+            raise ResourceNotServedError(f"--resource {spec.name!r}: not served")
         return JOBS
 
     def watch(

@@ -55,6 +55,8 @@ from watcher.writer import Item, StreamWriter
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 500
+# A resource is believed gone only if discovery says so twice, this far apart.
+RESOURCE_GONE_CONFIRM_S = 2.0
 
 
 class GoneError(Exception):
@@ -226,8 +228,12 @@ class Reflector:
         return True
 
     def _resource_gone(self, stop: threading.Event) -> None:
-        """The resource is not served any more (its CRD was deleted): its objects
-        leave Redis, and it is mirrored again as soon as it is served again."""
+        """A 404: is the resource no longer served (its CRD deleted)? Only discovery
+        says so: the API server answers 404 for a while after a restart, and a
+        version can stop being served while another one is. If it is gone, its
+        objects leave Redis and it is mirrored again once it is served again."""
+        if self._still_served(stop):
+            return
         self.api_ok, self.waiting_for_resource = False, True
         self.last_error = "not served by the API server (CRD deleted?): waiting for it"
         log.warning(
@@ -236,32 +242,52 @@ class Reflector:
             self._resource_name,
             extra={"scope": self.scope},
         )
-        self._sweep_all(stop)
+        self._purge(stop)
         backoff = Backoff()
         while not stop.wait(backoff.next_delay()):
+            if self._still_served(stop, confirmations=1):
+                self.waiting_for_resource = False
+                return
+
+    def _still_served(self, stop: threading.Event, confirmations: int = 2) -> bool:
+        """Ask discovery (confirmations times, a moment apart, before believing
+        "not served"). If served, possibly at another version: use it, relist."""
+        for attempt in range(confirmations):
+            if attempt:
+                stop.wait(RESOURCE_GONE_CONFIRM_S)
             try:
                 resource = self.kube.discover(self.resource.spec)
-            except (ResourceNotServedError, KubeError):
+            except ResourceNotServedError:
                 continue
+            except KubeError as exc:
+                self._fail(stop, exc)
+                return True  # the API server is in trouble: not a verdict on the resource
             if resource.key_kind != self._kind:
                 log.error(
-                    "%s came back as kind %s (was %s): not mirrored",
+                    "%s is served as kind %s (was %s): not mirrored",
                     self._resource_name,
                     resource.kind,
                     self.resource.kind,
                     extra={"scope": self.scope},
                 )
                 continue
-            log.info("%s is served again", self._resource_name, extra={"scope": self.scope})
+            if resource != self.resource:
+                log.info(
+                    "%s is served at %s now",
+                    self._resource_name,
+                    resource.version,
+                    extra={"scope": self.scope},
+                )
             self.resource, self._path = resource, resource.path(self.namespace)
             self._list_prefix = _list_item_prefix(resource)
-            self.waiting_for_resource = False
             self._relist_soon("resource-returned")
-            return
+            return True
+        return False
 
-    def _sweep_all(self, stop: threading.Event) -> None:
-        """An empty relist: the projector deletes every stored object of the scope
-        older than the server's current resourceVersion."""
+    def _purge(self, stop: threading.Event) -> None:
+        """An empty relist, purging: the projector deletes every stored object of
+        the scope older than the server's current resourceVersion, and leaves no
+        tombstone or relist record that would reject them if they come back."""
         try:
             list_rv = self._server_rv() if self._server_rv is not None else ""
         except KubeError as exc:
@@ -276,8 +302,10 @@ class Reflector:
             )
             return
         self._emit(self._marker(ev.RELIST_BEGIN, list_rv), None, stop)
-        end = self._marker(ev.RELIST_END, list_rv)
-        self._emit(msgspec.structs.replace(end, members=ev.encode_members([])), list_rv, stop)
+        end = msgspec.structs.replace(
+            self._marker(ev.RELIST_END, list_rv), members=ev.encode_members([]), purge=True
+        )
+        self._emit(end, list_rv, stop)
         self.rv = list_rv
 
     def _fail(self, stop: threading.Event, exc: Exception, prefix: str = "") -> None:

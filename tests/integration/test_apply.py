@@ -4,6 +4,7 @@ import random
 import time
 from typing import Any
 
+import msgspec
 import redis
 
 from common import events as ev
@@ -381,3 +382,23 @@ def test_an_entry_no_longer_pending_in_the_group_changes_nothing(r: "redis.Redis
         )
         == 2.0
     )
+
+
+def test_a_purge_removes_a_gone_resource_and_leaves_nothing_to_reject_its_return(
+    r: "redis.Redis",
+) -> None:
+    _apply(r, [_event(ev.ADDED, "a", "10"), _event(ev.ADDED, "b", "11")])
+    _apply(r, [_relist_end("12", ["ns:a", "ns:b"])])
+    purge = msgspec.structs.replace(_relist_end("20", []), purge=True)
+
+    _apply(r, [purge])
+
+    assert not r.exists(KEYS.state("job", "ns", "a"), KEYS.state("job", "ns", "b"))
+    assert not r.smembers(KEYS.index("job"))
+    assert not r.exists(KEYS.tombstone("job", "ns", "a"), KEYS.relist("job", "ns"))
+    # The resource was served again all along (a 404 after an API server restart):
+    # the same objects at their old resourceVersions come back.
+    _apply(r, [_event(ev.SYNC, "a", "10"), _event(ev.SYNC, "b", "11")])
+    _apply(r, [_relist_end("21", ["ns:a", "ns:b"])])
+    assert r.hget(KEYS.state("job", "ns", "a"), "rv") == b"10"
+    assert r.smembers(KEYS.index("job")) == {b"ns:a", b"ns:b"}

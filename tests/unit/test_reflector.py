@@ -12,6 +12,7 @@ from common import events as ev
 from common.kube import KubeError
 from tests.fakes import JOBS, FakeKube, FakeWriter, job, watch_line
 from tests.servers import wait_until
+from watcher import reflector
 from watcher.backoff import Backoff
 from watcher.metrics import WatcherMetrics
 from watcher.reflector import Reflector
@@ -178,20 +179,40 @@ def test_while_the_spool_is_full_nothing_is_listed_then_the_requested_relist_run
     wait_until(run.ends, 10, "its end")
 
 
-def test_a_resource_that_is_no_longer_served_is_swept_and_relisted_when_back(
-    running: list[Running],
+def test_a_resource_that_is_no_longer_served_is_purged_and_relisted_when_back(
+    running: list[Running], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(reflector, "RESOURCE_GONE_CONFIRM_S", 0.01)
     gone = [KubeError(404, "the server could not find the requested resource")]
 
     def not_found_once() -> None:
         if gone:
             raise gone.pop()
 
-    kube = FakeKube(objects={"a": 10}, list_rv=150, fail_watch=not_found_once)
+    # Discovery says "not served" twice (the confirmation), then serves it again.
+    kube = FakeKube(objects={"a": 10}, list_rv=150, fail_watch=not_found_once, not_served_for=2)
     run = Running(kube, start_rv="100", server_rv=lambda: "140")
     running.append(run)
     wait_until(lambda: run.relists("resource-returned") == 1, 10, "the relist once back")
     wait_until(lambda: len(run.ends()) == 2, 10, "two relist ends")
-    sweep, back = run.ends()
-    assert (sweep.rv, ev.decode_members(sweep.members)) == ("140", [])
-    assert (back.rv, ev.decode_members(back.members)) == ("150", ["ns:a"])
+    purge, back = run.ends()
+    assert (purge.rv, ev.decode_members(purge.members), purge.purge) == ("140", [], True)
+    assert (back.rv, ev.decode_members(back.members), back.purge) == ("150", ["ns:a"], False)
+
+
+def test_a_404_while_discovery_still_serves_the_resource_purges_nothing(
+    running: list[Running],
+) -> None:
+    # The API server answers 404 for a custom resource for a while after a restart.
+    gone = [KubeError(404, "the server could not find the requested resource")]
+
+    def not_found_once() -> None:
+        if gone:
+            raise gone.pop()
+
+    kube = FakeKube(objects={"a": 10}, fail_watch=not_found_once)
+    run = Running(kube, start_rv="100")
+    running.append(run)
+    wait_until(run.ends, 10, "a relist")
+    assert [e.purge for e in run.ends()] == [False]
+    assert ev.decode_members(run.ends()[0].members) == ["ns:a"]

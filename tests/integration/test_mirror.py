@@ -1,0 +1,29 @@
+"""Clearing the mirror (common/mirror.py) against a real redis-server: nothing of
+a cleared kind is left to reject what comes next."""
+
+from typing import cast
+
+import redis
+
+from common import mirror
+from common.events import Entry
+from common.keys import Keys
+from tests.integration.test_apply import _apply, _event
+
+KEYS = Keys()
+
+
+def test_a_kind_with_no_objects_left_is_cleared_too(r: "redis.Redis") -> None:
+    # Every Job deleted: no index, but a tombstone and a relist record at rvs of an
+    # etcd that is about to be replaced by a restored backup.
+    _apply(r, [_event("ADDED", "a", "1000"), _event("DELETED", "a", "1001")])
+    r.hset(KEYS.relist("job", "ns"), "rv", "1000")
+    assert not r.exists(KEYS.index("job"))
+
+    assert mirror.clear_state(r, KEYS) == ["job"]
+
+    assert not r.exists(KEYS.tombstone("job", "ns", "a"), KEYS.relist("job", "ns"))
+    _apply(r, [_event("ADDED", "a", "400")])  # the restored cluster's version of it
+    assert r.hget(KEYS.state("job", "ns", "a"), "rv") == b"400"
+    ((_, change),) = cast(list[Entry], r.xrevrange(KEYS.changes, count=1))
+    assert change[b"type"] == b"ADDED"
