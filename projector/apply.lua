@@ -38,6 +38,9 @@ local stored = redis.call('HGET', KEYS[1], 'rv')
 if stored then
   -- A delete removes the object only if it is not older than what we hold.
   if (typ == 'DELETED' and newer(stored, rv)) or (typ ~= 'DELETED' and not newer(rv, stored)) then
+    -- The object is here: so is its index member (it may have been lost apart
+    -- from the hash, e.g. by a clear racing an apply); a relist re-adds it.
+    if typ ~= 'DELETED' then redis.call('SADD', KEYS[2], member) end
     ack()
     return 'stale'
   end

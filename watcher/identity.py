@@ -33,15 +33,15 @@ def reconcile(
     kube: KubeClient,
     scopes: Iterable[Scope],
     checkpoints: dict[str, str],
-) -> str | None:
+) -> tuple[str | None, str]:
     """Wipe the mirror if it is another cluster's or from the future; returns why
-    (the relist reason), or None when it is ours."""
+    (the relist reason, or None when it is ours) and the cluster's identity."""
     uid = kube.cluster_uid()
     try:
         raw = r.get(keys.cluster)
     except redis.RedisError as exc:
         log.warning("redis unreachable at start: the cluster identity is not checked: %s", exc)
-        return None
+        return None, uid
     stored = text(raw) if raw else ""
     reason: str | None = None
     if stored and uid and stored != uid:
@@ -72,7 +72,7 @@ def reconcile(
         wipe(r, keys)
     if uid and uid != stored:
         r.set(keys.cluster, uid)
-    return reason
+    return reason, uid
 
 
 def wipe(r: "redis.Redis", keys: Keys) -> None:
@@ -82,3 +82,18 @@ def wipe(r: "redis.Redis", keys: Keys) -> None:
     r.delete(keys.stream, keys.checkpoints, keys.checkpoint_marks)
     cleared = clear_state(r, keys)
     log.warning("mirror wiped: stream, checkpoints and state of %s", ", ".join(cleared) or "-")
+
+
+def warn_about_eviction(r: "redis.Redis") -> None:
+    """A maxmemory-policy that evicts drops keys the mirror needs; the watcher
+    relists after evictions, but say it loudly at start."""
+    try:
+        policy = text(r.info("memory").get("maxmemory_policy", "noeviction"))
+    except redis.RedisError:
+        return
+    if policy != "noeviction":
+        log.warning(
+            "redis maxmemory-policy is %s: it evicts state keys, and every eviction makes "
+            "the watcher relist everything; set maxmemory-policy noeviction",
+            policy,
+        )

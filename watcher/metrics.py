@@ -80,6 +80,11 @@ class WatcherMetrics:
             "Spool records found corrupt (quarantined) or undecodable; every scope relists",
             registry=r,
         )
+        self.redis_evictions = Counter(
+            "kube2redis_watcher_redis_evicted_keys",
+            "Keys Redis evicted (maxmemory-policy other than noeviction); the scopes relist",
+            registry=r,
+        )
         self.redis_refusals = Counter(
             "kube2redis_watcher_redis_refusals",
             "Appends Redis refused (OOM, READONLY, MISCONF, ...); spooled instead",

@@ -68,7 +68,8 @@ def run(config: WatcherConfig, kube: KubeClient, r: "redis.Redis", keys: Keys) -
         for resource in resources
         for scope, namespace in scopes_of(resource, config.namespaces)
     ]
-    wiped = identity.reconcile(r, keys, kube, scopes_now, checkpoints)
+    wiped, writer.cluster_uid = identity.reconcile(r, keys, kube, scopes_now, checkpoints)
+    identity.warn_about_eviction(r)
     if wiped is not None:
         checkpoints = {}
         writer.forget_everything()

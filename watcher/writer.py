@@ -37,6 +37,22 @@ from watcher.spool import Spool, SpoolFullError
 log = logging.getLogger(__name__)
 
 
+# Evictions relist every scope at most this often: a Redis shared with a cache may
+# evict all day long, and each relist LISTs every scope.
+EVICTION_RELIST_EVERY_S = 60.0
+
+
+def _info_field(reply: object, name: bytes) -> int | None:
+    """One integer field of an INFO reply ("name:value" lines)."""
+    if not isinstance(reply, bytes | str):
+        return None
+    raw = reply if isinstance(reply, bytes) else reply.encode()
+    for line in raw.splitlines():
+        if line.startswith(name + b":"):
+            return int(line.split(b":", 1)[1])
+    return None
+
+
 class SpoolBatch(msgspec.Struct):
     """One spool record: entries and the checkpoints they carry, written together;
     the scope of each entry, and the guard marks the watcher had last written to
@@ -124,6 +140,9 @@ class StreamWriter:
         self._conflict_logged: dict[str, float] = {}
         # Why Redis took nothing last time ("" while writes go through): /readyz says it.
         self.redis_problem = ""
+        self.cluster_uid = ""  # set once known (watcher/identity.py)
+        self._evicted: int | None = None
+        self._last_eviction_relist = -EVICTION_RELIST_EVERY_S
         # What /readyz says, published in the watcher's status for `kube2redis status`.
         self.describe: Callable[[], str] = lambda: ""
         self._update_spool_gauges()
@@ -366,19 +385,41 @@ class StreamWriter:
             self._publish_status()
 
     def _check_marks(self) -> None:
-        """Does Redis still hold every scope's mark? Catches a quiet scope's loss."""
-        if not self.guard.expected:
-            return
+        """Does Redis still hold every scope's mark (a quiet scope's loss), and did it
+        evict keys (a maxmemory-policy other than noeviction drops state keys the
+        marks cannot tell)? Also puts the cluster's identity back if Redis lost it."""
         batch = Batch()
         scopes = self.guard.add_check(batch, self._guard_keys, self._relisters)
+        batch.add(b"INFO", b"stats")
+        if self.cluster_uid:
+            batch.add(b"SET", self._keys.cluster, self.cluster_uid, b"NX")
         try:
-            (reply,) = batch.send(self._r)
-            if isinstance(reply, redis.RedisError):
-                raise reply
+            replies = batch.send(self._r)
+            failed = [reply for reply in replies if isinstance(reply, redis.RedisError)]
+            if failed:
+                raise failed[0]
         except redis.RedisError as exc:
             self._set_up(False, exc)
             return
-        self._report(self.guard.checked(scopes, reply))
+        self._report(self.guard.checked(scopes, replies[0]))
+        self._notice_evictions(_info_field(replies[1], b"evicted_keys"))
+
+    def _notice_evictions(self, evicted: int | None) -> None:
+        if evicted is None:
+            return
+        before, self._evicted = self._evicted, evicted
+        if before is None or evicted <= before:
+            return
+        now = time.monotonic()
+        log.warning(
+            "redis evicted %d keys (maxmemory-policy is not noeviction): every scope relists",
+            evicted - before,
+        )
+        self._metrics.redis_evictions.inc(evicted - before)
+        if now - self._last_eviction_relist >= EVICTION_RELIST_EVERY_S:
+            self._last_eviction_relist = now
+            for scope in list(self._relisters):
+                self._owe_relist(scope, "redis-evicted")
 
     def _drain(self, budget_s: float) -> None:
         deadline = time.monotonic() + budget_s

@@ -247,3 +247,27 @@ def test_another_watchers_scopes_are_neither_checked_nor_reported(
     wait_until(lambda: running.sample("kube2redis_watcher_redis_losses_total") >= 1, 30, "our loss")
     assert running.sample("kube2redis_watcher_redis_losses_total") == 1  # BUSY only
     assert running.sample("kube2redis_watcher_scope_conflicts_total") == 0
+
+
+def test_evictions_make_every_scope_relist_and_redis_lost_identity_is_put_back(
+    redis_server: RedisServer, writer_on: tuple[StreamWriter, Running]
+) -> None:
+    writer, running = writer_on
+    relists = Relists(writer, BUSY, QUIET)
+    writer.cluster_uid = "uid-of-kube-system"
+    r = redis_server.client()
+    wait_until(lambda: r.get(KEYS.cluster) == b"uid-of-kube-system", 10, "the identity set")
+    r.delete(KEYS.cluster)  # lost (a restart without persistence): put back
+    wait_until(lambda: r.get(KEYS.cluster) == b"uid-of-kube-system", 10, "the identity back")
+
+    # An evicting policy under memory pressure drops keys the marks cannot tell of.
+    for i in range(200):
+        r.set(f"cache:{i}", "v" * 1000)
+    r.config_set("maxmemory-policy", "allkeys-lru")
+    r.config_set("maxmemory", int(r.info("memory")["used_memory"]) - 50_000)
+    r.set("cache:new", "v" * 10_000)  # makes Redis evict
+    r.config_set("maxmemory", 0)
+
+    wait_until(lambda: relists.asked[QUIET], 30, "a relist after the evictions")
+    assert relists.asked == {BUSY: ["redis-evicted"], QUIET: ["redis-evicted"]}
+    assert running.sample("kube2redis_watcher_redis_evicted_keys_total") > 0
