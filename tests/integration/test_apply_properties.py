@@ -1,0 +1,65 @@
+"""Property-based (Hypothesis, with shrinking) against a real redis-server: any
+history the API server can produce, delivered in any order with repeats (several
+projectors, reclaims, replays), ends in the state the history ends in."""
+
+import redis
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from common import events as ev
+from common.keys import Keys
+from tests.integration.test_apply import _apply, _event, _relist_end, state
+
+KEYS = Keys()
+NAMES = ("a", "b", "c")
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> tuple[list[ev.StreamEvent], dict[str, int]]:
+    """A watch history of a few objects (created, modified, deleted, created again
+    under the same name) with relists in it; and what is live at its end."""
+    rv = 10
+    live: dict[str, int] = {}
+    events: list[ev.StreamEvent] = []
+    for _ in range(draw(st.integers(1, 20))):
+        rv += 1
+        action = draw(st.sampled_from(("write", "delete", "relist")))
+        name = draw(st.sampled_from(NAMES))
+        if action == "write":
+            events.append(_event(ev.MODIFIED if name in live else ev.ADDED, name, str(rv)))
+            live[name] = rv
+        elif action == "delete" and name in live:
+            events.append(_event(ev.DELETED, name, str(rv)))
+            del live[name]
+        elif action == "relist":
+            events += [_event(ev.SYNC, n, str(v)) for n, v in sorted(live.items())]
+            events.append(_relist_end(str(rv), [f"ns:{n}" for n in sorted(live)]))
+    return events, live
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(data=st.data())
+def test_any_order_with_repeats_ends_in_the_history_s_final_state(
+    r: "redis.Redis", data: st.DataObject
+) -> None:
+    events, live = data.draw(histories())
+    assume(events)
+    delivered = data.draw(st.permutations(events))
+    delivered += data.draw(st.lists(st.sampled_from(events), max_size=5))
+
+    r.flushdb()
+    _apply(r, events)
+    in_order = state(r)
+    r.flushdb()
+    _apply(r, delivered)
+
+    assert state(r) == in_order
+    members = sorted(m.decode() for m in r.smembers(KEYS.index("job")))  # type: ignore[union-attr]
+    stored = {
+        m.split(":")[1]: r.hget(KEYS.state("job", "ns", m.split(":")[1]), "rv") for m in members
+    }
+    assert stored == {name: str(rv).encode() for name, rv in live.items()}
