@@ -58,6 +58,19 @@ class Settings(msgspec.Struct):
 pass_settings = click.make_pass_decorator(Settings)
 
 RESYNC_TIMEOUT_S = 120.0
+
+
+def resync_timeout_option(help_text: str) -> Callable[[F], F]:
+    """--timeout: how long a command waits for the relists it asked for."""
+    return option(
+        "--timeout",
+        type=click.FloatRange(min=1),
+        default=RESYNC_TIMEOUT_S,
+        show_default=True,
+        help=help_text,
+    )
+
+
 # A projector heartbeat this recent counts as running (it beats every reclaim round, 5 s).
 LIVE_PROJECTOR_S = 15.0
 
@@ -351,13 +364,7 @@ def project(
     help="With --rebuild: ask the watchers to relist afterwards (auto: when retention "
     "trimmed the stream, so it no longer holds every object).",
 )
-@option(
-    "--timeout",
-    type=click.FloatRange(min=1),
-    default=RESYNC_TIMEOUT_S,
-    show_default=True,
-    help="Seconds to wait for that relist to be applied.",
-)
+@resync_timeout_option("Seconds to wait for that relist to be applied.")
 @pass_settings
 def replay(
     settings: Settings,
@@ -452,31 +459,40 @@ def replay(
         click.echo("relists appended: the projectors apply them when they run", err=True)
 
 
-# ---- verify --------------------------------------------------------------------------------
+# ---- resync --------------------------------------------------------------------------------
 
 
 @cli.command()
 @option(
     "--resource",
-    default="",
-    help="plural.group, plural or kind to relist (default: every watched resource).",
+    "resources",
+    multiple=True,
+    help="plural.group, plural or kind to relist; repeatable (default: every watched "
+    "resource). Env: space-separated, as for watch.",
 )
-@option("--namespace", default="", help="Namespace to relist (default: all).")
 @option(
-    "--timeout",
-    type=click.FloatRange(min=1),
-    default=RESYNC_TIMEOUT_S,
-    show_default=True,
-    help="Seconds to wait for the relists to be applied.",
+    "--namespace",
+    "namespaces",
+    multiple=True,
+    help="Namespace to relist; repeatable (default: all).",
 )
+@resync_timeout_option("Seconds to wait for the relists to be applied.")
 @pass_settings
-def resync(settings: Settings, resource: str, namespace: str, timeout: float) -> None:
+def resync(
+    settings: Settings, resources: tuple[str, ...], namespaces: tuple[str, ...], timeout: float
+) -> None:
     """Ask the running watchers to relist now; wait until the relists are applied."""
     from common.resync import ResyncRequest
     from kube2redis import resyncs
 
-    wanted = ResyncRequest(resource=resource, namespace=namespace)
-    resyncs.run(settings.redis(), settings.keys, wanted, timeout, click.echo)
+    r = settings.redis()
+    for resource in [parse(text).name for text in resources] or [""]:
+        for namespace in namespaces or ("",):
+            wanted = ResyncRequest(resource=resource, namespace=namespace)
+            resyncs.run(r, settings.keys, wanted, timeout, click.echo)
+
+
+# ---- verify --------------------------------------------------------------------------------
 
 
 @cli.command()
@@ -495,13 +511,7 @@ def resync(settings: Settings, resource: str, namespace: str, timeout: float) ->
     help="Ask the watchers to relist exactly the scopes with drift, wait until that is "
     "applied, and check again (exit 0 if it is clean then).",
 )
-@option(
-    "--timeout",
-    type=click.FloatRange(min=1),
-    default=RESYNC_TIMEOUT_S,
-    show_default=True,
-    help="With --repair: seconds to wait for the relists.",
-)
+@resync_timeout_option("With --repair: seconds to wait for the relists.")
 @pass_settings
 def verify(
     settings: Settings,

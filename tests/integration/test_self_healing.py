@@ -5,6 +5,7 @@ and the watcher says why it relisted (log and metrics)."""
 import signal
 import threading
 from pathlib import Path
+from typing import NamedTuple
 
 import redis
 
@@ -31,6 +32,23 @@ def _running(*processes: Proc) -> None:
         assert proc.proc.poll() is None, f"{proc.args[0]} exited:\n{proc.text()[-2000:]}"
 
 
+class Pipeline(NamedTuple):
+    watcher: Proc
+    projector: Proc
+    jobs: Jobs
+
+
+def _pipeline(
+    procs: ProcFactory, redis_url: str, kube: Kube, namespace: str, tmp_path: Path, *watch: str
+) -> Pipeline:
+    """A watcher of the namespace's Volcano Jobs and a projector, both ready."""
+    watcher = start_watcher(procs, redis_url, kube, namespace, tmp_path / "spool", *watch)
+    projector = start_projector(procs, redis_url, kube)
+    watcher.wait_ready()
+    projector.wait_ready()
+    return Pipeline(watcher, projector, Jobs(kube, namespace))
+
+
 def _relists(watcher: Proc, reason: str) -> float:
     labels = f'reason="{reason}",resource="jobs.batch.volcano.sh"'
     return metric(watcher, f"kube2redis_watcher_relists_total{{{labels}}}")
@@ -39,11 +57,7 @@ def _relists(watcher: Proc, reason: str) -> float:
 def test_redis_restarted_empty_while_idle_converges_without_restarts(
     kube: Kube, namespace: str, redis_server: RedisServer, procs: ProcFactory, tmp_path: Path
 ) -> None:
-    watcher = start_watcher(procs, redis_server.url, kube, namespace, tmp_path / "spool")
-    projector = start_projector(procs, redis_server.url, kube)
-    watcher.wait_ready()
-    projector.wait_ready()
-    jobs = Jobs(kube, namespace)
+    watcher, projector, jobs = _pipeline(procs, redis_server.url, kube, namespace, tmp_path)
     for i in range(40):
         jobs.create(f"idle-{i}")
     wait_verified(redis_server.url, kube, namespace)
@@ -90,11 +104,7 @@ def test_redis_restarted_empty_during_a_burst_with_two_projectors_converges(
 def test_redis_restored_from_an_older_snapshot_misses_nothing_and_resurrects_nothing(
     kube: Kube, namespace: str, redis_server: RedisServer, procs: ProcFactory, tmp_path: Path
 ) -> None:
-    watcher = start_watcher(procs, redis_server.url, kube, namespace, tmp_path / "spool")
-    projector = start_projector(procs, redis_server.url, kube)
-    watcher.wait_ready()
-    projector.wait_ready()
-    jobs = Jobs(kube, namespace)
+    watcher, projector, jobs = _pipeline(procs, redis_server.url, kube, namespace, tmp_path)
     for i in range(20):
         jobs.create(f"old-{i}")
     wait_verified(redis_server.url, kube, namespace)
@@ -132,11 +142,7 @@ def test_redis_restored_from_an_older_snapshot_misses_nothing_and_resurrects_not
 def test_resync_and_verify_repair_relist_on_demand_and_say_when_applied(
     kube: Kube, namespace: str, redis_url: str, procs: ProcFactory, tmp_path: Path
 ) -> None:
-    watcher = start_watcher(procs, redis_url, kube, namespace, tmp_path / "spool")
-    projector = start_projector(procs, redis_url, kube)
-    watcher.wait_ready()
-    projector.wait_ready()
-    jobs = Jobs(kube, namespace)
+    watcher, _, jobs = _pipeline(procs, redis_url, kube, namespace, tmp_path)
     for i in range(5):
         jobs.create(f"rs-{i}")
     wait_verified(redis_url, kube, namespace)
@@ -178,13 +184,9 @@ def test_replay_rebuild_after_retention_trimmed_the_stream_ends_with_the_full_st
 ) -> None:
     r = redis_server.client()
     r.config_set("stream-node-max-entries", 4)  # approximate trims take small bites
-    watcher = start_watcher(
-        procs, redis_server.url, kube, namespace, tmp_path / "spool", "--retention", "1"
+    watcher, projector, jobs = _pipeline(
+        procs, redis_server.url, kube, namespace, tmp_path, "--retention", "1"
     )
-    projector = start_projector(procs, redis_server.url, kube)
-    watcher.wait_ready()
-    projector.wait_ready()
-    jobs = Jobs(kube, namespace)
     for i in range(30):
         jobs.create(f"t-{i}")
     wait_verified(redis_server.url, kube, namespace)
@@ -211,13 +213,9 @@ def test_a_new_group_on_a_trimmed_stream_asks_the_watchers_to_relist(
 ) -> None:
     r = redis_server.client()
     r.config_set("stream-node-max-entries", 4)
-    watcher = start_watcher(
-        procs, redis_server.url, kube, namespace, tmp_path / "spool", "--retention", "1"
+    watcher, first, jobs = _pipeline(
+        procs, redis_server.url, kube, namespace, tmp_path, "--retention", "1"
     )
-    first = start_projector(procs, redis_server.url, kube)
-    watcher.wait_ready()
-    first.wait_ready()
-    jobs = Jobs(kube, namespace)
     for i in range(30):
         jobs.create(f"g-{i}")
     wait_verified(redis_server.url, kube, namespace)
@@ -239,11 +237,7 @@ def test_redis_at_maxmemory_during_a_burst_loses_and_dead_letters_nothing(
     kube: Kube, namespace: str, redis_server: RedisServer, procs: ProcFactory, tmp_path: Path
 ) -> None:
     r = redis_server.client()
-    watcher = start_watcher(procs, redis_server.url, kube, namespace, tmp_path / "spool")
-    projector = start_projector(procs, redis_server.url, kube)
-    watcher.wait_ready()
-    projector.wait_ready()
-    jobs = Jobs(kube, namespace)
+    watcher, projector, jobs = _pipeline(procs, redis_server.url, kube, namespace, tmp_path)
     for i in range(10):
         jobs.create(f"m-{i}")
     wait_verified(redis_server.url, kube, namespace)

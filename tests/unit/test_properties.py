@@ -14,6 +14,16 @@ versions = st.integers(min_value=1, max_value=10**40)
 payloads = st.lists(st.binary(min_size=1, max_size=300), min_size=1, max_size=20)
 
 
+def _spool(directory: Path, records: list[bytes]) -> Path:
+    """Spool records and close; the one segment they are in."""
+    spool = Spool(directory)
+    for record in records:
+        spool.append(record)
+    spool.close()
+    (segment,) = directory.glob("*.seg")
+    return segment
+
+
 @given(versions, versions)
 def test_resource_versions_compare_as_the_integers_they_are(a: int, b: int) -> None:
     assert rvs.compare(str(a), str(b)) == (a > b) - (a < b)
@@ -34,10 +44,7 @@ def test_anything_but_a_decimal_without_leading_zero_is_refused(text: str) -> No
 @given(payloads)
 def test_what_is_spooled_reads_back_in_order(records: list[bytes]) -> None:
     with TemporaryDirectory() as directory:
-        spool = Spool(Path(directory))
-        for record in records:
-            spool.append(record)
-        spool.close()
+        _spool(Path(directory), records)
         assert list(Spool(Path(directory)).records()) == records
 
 
@@ -47,11 +54,7 @@ def test_a_crash_at_any_byte_keeps_a_prefix_and_never_fails(
     records: list[bytes], data: st.DataObject
 ) -> None:
     with TemporaryDirectory() as directory:
-        spool = Spool(Path(directory))
-        for record in records:
-            spool.append(record)
-        spool.close()
-        (segment,) = Path(directory).glob("*.seg")
+        segment = _spool(Path(directory), records)
         content = segment.read_bytes()
         cut = data.draw(st.integers(0, len(content)))
         segment.write_bytes(content[:cut])
@@ -65,11 +68,7 @@ def test_a_damaged_byte_never_loses_a_record_in_the_middle_silently(
     records: list[bytes], data: st.DataObject
 ) -> None:
     with TemporaryDirectory() as directory:
-        spool = Spool(Path(directory))
-        for record in records:
-            spool.append(record)
-        spool.close()
-        (segment,) = Path(directory).glob("*.seg")
+        segment = _spool(Path(directory), records)
         content = bytearray(segment.read_bytes())
         where = data.draw(st.integers(0, len(content) - 1))
         content[where] ^= data.draw(st.integers(1, 255))
