@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import msgspec
 
 from chaos.world import World
+from common import resync
+from common.keys import Keys
 
 ROUND_S = 30.0
 
@@ -149,6 +151,14 @@ def _etcd_compact(world: World) -> None:
     world.cluster.compact_etcd()
 
 
+# ---- an operator ---------------------------------------------------------------------------
+
+
+def _resync(world: World) -> None:
+    """`kube2redis resync` under load: every scope relists while Redis keeps its state."""
+    resync.request(world.client(), Keys(), resync.ResyncRequest(reason="resync"))
+
+
 # ---- the network (toxiproxy) ---------------------------------------------------------------
 
 
@@ -183,6 +193,7 @@ FAULTS: dict[str, Fault] = {
     "projector-pause": Fault(_projector_pause, _projector_resume, (1, 8)),
     "apiserver-restart": Fault(_apiserver_restart, _nothing, (0, 0)),
     "etcd-compact": Fault(_etcd_compact, _nothing, (0, 0)),
+    "resync": Fault(_resync, _nothing, (0, 0)),
     "net-redis-latency": Fault(
         _toxic("redis", "latency", {"latency": 300, "jitter": 200}), _clear("redis"), (2, 8)
     ),
