@@ -53,6 +53,11 @@ def _info_field(reply: object, name: bytes) -> int | None:
     return None
 
 
+def _writes(scopes: list[str], entries: list[StreamEvent]) -> list[tuple[str, str]]:
+    """(scope, entry type) of each entry, in append order: what the guard plans on."""
+    return [(scope, event.type) for scope, event in zip(scopes, entries, strict=True)]
+
+
 class SpoolBatch(msgspec.Struct):
     """One spool record: entries and the checkpoints they carry, written together;
     the scope of each entry, and the guard marks the watcher had last written to
@@ -131,8 +136,8 @@ class StreamWriter:
             self._checkpoints_key,
             keys.checkpoint_writers.encode(),
         ]
-        # Why every scope must relist at start ("" = they need not): the spool lost
-        # records (corrupt on disk) or a scope owed a relist when the watcher stopped.
+        # scope -> why it relists at start whatever its checkpoint: the spool lost
+        # records (corrupt on disk), or it owed a relist when the watcher stopped.
         self.relist_at_start: dict[str, str] = {}
         self.spool_lost_records = spool.quarantined
         self._next_guard_check = 0.0
@@ -273,9 +278,7 @@ class StreamWriter:
                 return
         # Only the checkpoints the guard would let move: a scope owing a relist must
         # not resume past its loss from a spooled checkpoint after a restart.
-        plan = self.guard.plan(
-            list(zip(scopes, (e.type for e in entries), strict=True)), checkpoints
-        )
+        plan = self.guard.plan(_writes(scopes, entries), checkpoints)
         record = SpoolBatch(
             entries, plan.checkpoints, scopes, dict(self.guard.expected), sorted(plan.owed_after)
         )
@@ -305,8 +308,7 @@ class StreamWriter:
         self, entries: list[StreamEvent], scopes: list[str], checkpoints: dict[str, str]
     ) -> None:
         started = time.perf_counter()
-        writes = [(scope, event.type) for scope, event in zip(scopes, entries, strict=False)]
-        plan = self.guard.plan(writes, checkpoints)
+        plan = self.guard.plan(_writes(scopes, entries), checkpoints)
         batch = append_batch(self._stream_key, entries)
         self.guard.add_append(batch, self._guard_keys, plan)
         replies = batch.send_transaction(self._r)
