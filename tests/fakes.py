@@ -59,6 +59,7 @@ class FakeKube:
     lists: int = 0
     watch_calls: int = 0
     fail_watch: Callable[[], None] | None = None
+    fail_list: Callable[[], None] | None = None
     not_served_for: int = 0  # discovery answers "not served" this many times first
 
     def get(self, path: str, params: dict[str, str] | None = None, timeout: float = 30.0) -> bytes:
@@ -66,6 +67,8 @@ class FakeKube:
         if "continue" in params and self.expire_continue_once:
             self.expire_continue_once = False
             raise KubeError(410, f"{path}: HTTP 410: the continue token expired")
+        if self.fail_list is not None:
+            self.fail_list()
         self.lists += 1
         names = sorted(self.objects)
         start = int(params.get("continue", "0"))

@@ -188,7 +188,12 @@ class Reflector:
             return
         reason = self._take_relist_request()
         if reason is not None:
-            if self._relist(stop, reason):
+            try:
+                listed = self._relist(stop, reason)
+            except BaseException:
+                self._relist_soon(reason)  # not done: still owed, whatever failed
+                raise
+            if listed:
                 self._check_rv = False
             return
         if self._check_rv:

@@ -9,7 +9,7 @@ from typing import Any, cast
 import pytest
 
 from common import events as ev
-from common.kube import KubeError
+from common.kube import KubeError, KubeUnreachableError
 from tests.fakes import JOBS, FakeKube, FakeWriter, job, watch_line
 from tests.servers import wait_until
 from watcher import reflector
@@ -216,3 +216,24 @@ def test_a_404_while_discovery_still_serves_the_resource_purges_nothing(
     wait_until(run.ends, 10, "a relist")
     assert [e.purge for e in run.ends()] == [False]
     assert ev.decode_members(run.ends()[0].members) == ["ns:a"]
+
+
+def test_a_relist_that_fails_midway_is_still_owed_and_done_later(running: list[Running]) -> None:
+    # Redis lost this scope's writes: the relist must happen even if the API
+    # server fails the first LIST (the watch alone would never bring them back).
+    down = [KubeUnreachableError("https://api", "connection refused")]
+
+    def unreachable_once() -> None:
+        if down:
+            raise down.pop()
+
+    kube = FakeKube(objects={"a": 10}, watches=[([], "block"), ([], "block")])
+    run = Running(kube, start_rv="100")
+    running.append(run)
+    wait_until(lambda: kube.watch_calls == 1, 10, "a watch open")
+    kube.fail_list = unreachable_once
+
+    run.reflector.request_relist("redis-lost")
+
+    wait_until(run.ends, 10, "the relist, done after the failure")
+    assert run.relists("redis-lost") == 2  # the failed attempt, and the one that listed
