@@ -2,6 +2,7 @@
 
 import json
 import random
+import signal
 import sys
 import time
 from collections import Counter
@@ -52,12 +53,13 @@ def _run(
     world: World,
     seed: int,
     schedule: list[faults.Planned],
-    rounds: int,
+    duration: float,
     rate: float,
     converge_timeout: float,
     say: Callable[[str], None],
 ) -> tuple[dict[str, Any], list[checker.Violation]]:
-    """Start the world, play the rounds, check; the summary and the violations."""
+    """Start the world, play rounds until duration has passed (at least one, at
+    most those planned), check; the summary and the violations."""
     began_wall = time.time()
     world.start()
     kube = KubeClient(load_configuration(world.cluster.kubeconfig, None))
@@ -68,8 +70,11 @@ def _run(
     load = Load(world.kube, random.Random(seed), rate, began)
     load.start()
     converged: list[float | None] = []
+    played: list[faults.Planned] = []
     try:
-        for number in range(rounds):
+        for number in range(1 + max(p.round for p in schedule)):
+            if number and time.monotonic() - began >= duration:
+                break
             faults.ROUND_START(world)
             round_began = time.monotonic()
             planned = [p for p in schedule if p.round == number]
@@ -86,6 +91,7 @@ def _run(
                 + (f"verify clean after {took:.1f}s" if took is not None else "NEVER converged")
             )
             world.check_processes()
+            played.extend(planned)
             load.resume()
     finally:
         load.stop()
@@ -123,8 +129,8 @@ def _run(
         "seed": seed,
         "started": began_wall,
         "duration_s": round(time.monotonic() - began, 1),
-        "rounds": rounds,
-        "faults_by_kind": dict(Counter(p.fault for p in schedule)),
+        "rounds": len(converged),
+        "faults_by_kind": dict(Counter(p.fault for p in played)),
         "writes": len(load.writes),
         "writes_refused_by_the_api": load.failed,
         "stream_entries": histories.stream_entries,
@@ -135,7 +141,7 @@ def _run(
         "redis_used_memory_mb": round(int(memory["used_memory"]) / 2**20, 1),
         "redis_peak_memory_mb": round(int(memory["used_memory_peak"]) / 2**20, 1),
         "violations": [msgspec.to_builtins(v) for v in violations],
-        "schedule": [msgspec.to_builtins(p) for p in schedule],
+        "schedule": [msgspec.to_builtins(p) for p in played],
     }
     return summary, violations
 
@@ -206,13 +212,19 @@ def main(
     def say(line: str) -> None:
         click.echo(f"chaos: {line}", err=True)
 
-    say(f"seed {seed}, {rounds} rounds of {faults.ROUND_S:.0f}s, {projectors} projectors")
+    say(
+        f"seed {seed}, up to {rounds} rounds of up to {faults.ROUND_S:.0f}s in {duration:.0f}s, "
+        f"{projectors} projectors"
+    )
     for p in schedule:
         say(f"plan round {p.round} +{p.at:5.1f}s {p.fault} for {p.hold}s")
     workdir = workdir or ROOT / "scratch" / f"seed-{seed}"
     world = World(workdir, projectors, break_cas)
+    # A SIGTERM (or a SIGINT a background shell ignores) still stops every process
+    # the run started, through the finally below.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
-        summary, violations = _run(world, seed, schedule, rounds, rate, converge_timeout, say)
+        summary, violations = _run(world, seed, schedule, duration, rate, converge_timeout, say)
         summary.update(projectors=projectors, break_cas=break_cas)
     finally:
         world.stop()
