@@ -16,8 +16,8 @@ stop: ## stop what `make run` started
 test: venv localcluster toxiproxy ## the whole suite against real Redis and a real API server
 	$(BIN)/pytest -q
 
-test-unit: venv
-	$(BIN)/pytest -q tests/unit
+test-unit: venv ## what needs no server: decisions against fakes, property tests (seconds)
+	$(BIN)/pytest -q -m "not integration"
 
 check: lint typecheck ## what to run before every commit
 

@@ -132,3 +132,16 @@ def procs(tmp_path: Path) -> Iterator[ProcFactory]:
     factory = ProcFactory(tmp_path)
     yield factory
     factory.stop_all()
+
+
+# ---- markers -------------------------------------------------------------------------------
+
+_REAL_SERVERS = frozenset({"integration", "chaos"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests under tests/integration and tests/chaos need real servers: marked
+    `integration`, so `pytest -m "not integration"` runs the rest in seconds."""
+    for item in items:
+        if _REAL_SERVERS & set(item.path.parts):
+            item.add_marker(pytest.mark.integration)
