@@ -46,6 +46,31 @@ GIL_SWITCH_INTERVAL_S = 0.001
 EXIT_SERVER_REWOUND = 3
 
 
+def readiness(
+    scopes: Scopes, writer: StreamWriter, spool: Spool, spool_ready_threshold: float
+) -> tuple[bool, str]:
+    """/readyz: ready means every scope watched and Redis taking writes, or spooling
+    within limits; the body says why not, and what is waited for meanwhile."""
+    reasons = [
+        f"{f.scope}: API server: {f.last_error or 'not synced'}"
+        for f in scopes.reflectors
+        if not f.api_ok and not f.waiting_for_resource
+    ]
+    notes = [f"{name}: {why}" for name, why in sorted(scopes.waiting.items())]
+    notes += [f"{f.scope}: {f.last_error}" for f in scopes.reflectors if f.waiting_for_resource]
+    if not writer.redis_up and spool.size_bytes > spool_ready_threshold * spool.max_bytes:
+        reasons.append(f"{writer.redis_problem} and spool at {spool.size_bytes} bytes")
+    elif writer.overflow.is_set():
+        reasons.append("spool full: watches paused until Redis is back")
+    elif writer.redis_problem:
+        # Spooling within limits is ready (nothing is lost), but say why.
+        notes.append(f"spooling: {writer.redis_problem}")
+    if reasons:
+        return (False, "; ".join(reasons + notes))
+    # A resource that is not served has no objects to mirror: ready, and said.
+    return (True, "; ".join(["ok", *notes]))
+
+
 def run(config: WatcherConfig, kube: KubeClient, r: "redis.Redis", keys: Keys) -> int:
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     metrics = WatcherMetrics()
@@ -91,27 +116,7 @@ def run(config: WatcherConfig, kube: KubeClient, r: "redis.Redis", keys: Keys) -
     )
 
     def ready() -> tuple[bool, str]:
-        reasons = [
-            f"{f.scope}: API server: {f.last_error or 'not synced'}"
-            for f in scopes.reflectors
-            if not f.api_ok and not f.waiting_for_resource
-        ]
-        notes = [f"{name}: {why}" for name, why in sorted(scopes.waiting.items())]
-        notes += [f"{f.scope}: {f.last_error}" for f in scopes.reflectors if f.waiting_for_resource]
-        if (
-            not writer.redis_up
-            and spool.size_bytes > config.spool_ready_threshold * spool.max_bytes
-        ):
-            reasons.append(f"{writer.redis_problem} and spool at {spool.size_bytes} bytes")
-        elif writer.overflow.is_set():
-            reasons.append("spool full: watches paused until Redis is back")
-        elif writer.redis_problem:
-            # Spooling within limits is ready (nothing is lost), but say why.
-            notes.append(f"spooling: {writer.redis_problem}")
-        if reasons:
-            return (False, "; ".join(reasons + notes))
-        # A resource that is not served has no objects to mirror: ready, and said.
-        return (True, "; ".join(["ok", *notes]))
+        return readiness(scopes, writer, spool, config.spool_ready_threshold)
 
     writer.describe = lambda: ready()[1]
     health = HealthServer(config.health_host, config.health_port, metrics.registry, ready).start()
@@ -132,9 +137,9 @@ def run(config: WatcherConfig, kube: KubeClient, r: "redis.Redis", keys: Keys) -
         len(scopes.reflectors),
         extra={"scopes": [f.scope for f in scopes.reflectors]},
     )
+    resyncs = ResyncListener(r, keys, scopes.reflectors, writer.watcher_id)
     # The writer owns every write: if it dies the process must not linger half-alive
     # (a supervisor or the kubelet restarts it, and the checkpoint makes that safe).
-    resyncs = ResyncListener(r, keys, scopes.reflectors, writer.watcher_id)
     while not stop.wait(1.0):
         resyncs.poll()
         if rewound.is_set():
