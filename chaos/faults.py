@@ -21,6 +21,8 @@ from common import resync
 from common.keys import Keys
 
 ROUND_S = 30.0
+# No round is shorter than this (its faults' start, hold and the convergence check).
+MIN_ROUND_S = 10.0
 
 
 class Planned(msgspec.Struct, frozen=True):

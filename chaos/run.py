@@ -1,6 +1,7 @@
 """`python -m chaos`: one seeded chaos run, its checks and its results file."""
 
 import json
+import math
 import random
 import signal
 import sys
@@ -206,7 +207,9 @@ def main(
     unknown = [n for n in names if n not in faults.FAULTS]
     if unknown:
         raise click.BadParameter(f"unknown: {', '.join(unknown)}", param_hint="--faults")
-    rounds = max(1, round(duration / faults.ROUND_S))
+    # Rounds end at their last heal, often well before ROUND_S: plan more than can
+    # be played, and let the duration end the run.
+    rounds = max(1, math.ceil(duration / faults.MIN_ROUND_S))
     schedule = faults.plan(seed, rounds, names)
 
     def say(line: str) -> None:
