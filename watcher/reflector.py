@@ -99,6 +99,9 @@ class Reflector:
         # A resumed rv is checked against the server's before the watch.
         self._check_rv = start_rv is not None
         self._cancel = WatchCancel()
+        # Set by a relist request: it ends a back-off wait too (Redis lost this scope's
+        # writes: one early LIST is worth more than the back-off's politeness).
+        self._wake = threading.Event()
         self._on_server_rewound = on_server_rewound
         self._idle = False  # set once the server went back in time: append nothing more
         # The server's current resourceVersion from a resource that is still served,
@@ -120,12 +123,14 @@ class Reflector:
                 self._relist_reason = reason
             if on_relisted is not None:
                 self._on_relisted.append(on_relisted)
+        self._wake.set()
         self._cancel.fire()
 
     def _take_relist_request(self) -> str | None:
         with self._lock:
             reason, self._relist_reason = self._relist_reason, None
         if reason is not None:
+            self._wake.clear()
             self._cancel.reset()
         return reason
 
@@ -205,7 +210,7 @@ class Reflector:
         if not events and time.monotonic() - began < 1.0 and not self._relist_requested():
             # A watch the server closed at once with nothing in it (client-go's
             # "very short watch"): back off instead of spinning on the server.
-            stop.wait(self.backoff.next_delay())
+            self._pause(stop, self.backoff.next_delay())
         self._check_rv = True  # every resume checks the rv first
 
     def _rv_ahead_of_server(self) -> bool:
@@ -313,6 +318,15 @@ class Reflector:
         self._emit(end, list_rv, stop)
         self.rv = list_rv
 
+    def _pause(self, stop: threading.Event, delay: float) -> None:
+        """Back off for delay, or until stopped or asked to relist."""
+        deadline = time.monotonic() + delay
+        while not stop.is_set() and not self._wake.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._wake.wait(min(left, 0.5))  # a stop is seen within half a second
+
     def _fail(self, stop: threading.Event, exc: Exception, prefix: str = "") -> None:
         self.api_ok = False
         message = f"{prefix}{type(exc).__name__}: {exc}" if prefix else str(exc)
@@ -320,7 +334,7 @@ class Reflector:
             log.warning("watch failed: %s", message, extra={"scope": self.scope})
         self.last_error = message
         self.metrics.reconnects.labels("apiserver").inc()
-        stop.wait(self.backoff.next_delay())
+        self._pause(stop, self.backoff.next_delay())
 
     def _wait_overflow(self, stop: threading.Event) -> None:
         log.warning("spool full: watch paused until Redis is back", extra={"scope": self.scope})

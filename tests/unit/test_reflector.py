@@ -237,3 +237,21 @@ def test_a_relist_that_fails_midway_is_still_owed_and_done_later(running: list[R
 
     wait_until(run.ends, 10, "the relist, done after the failure")
     assert run.relists("redis-lost") == 2  # the failed attempt, and the one that listed
+
+
+def test_a_relist_request_ends_a_back_off_wait(running: list[Running]) -> None:
+    # The API server keeps failing the watch (a flapping connection): the reflector
+    # backs off, 30 s here. Redis meanwhile loses the scope: its relist is tried at
+    # once, not after the back-off.
+    def unreachable() -> None:
+        raise KubeUnreachableError("https://api", "connection reset")
+
+    kube = FakeKube(objects={"a": 10}, fail_watch=unreachable)
+    run = Running(kube, start_rv="100")
+    run.reflector.backoff = Backoff(initial=30.0, maximum=30.0, jitter=0.0)
+    running.append(run)
+    wait_until(lambda: kube.watch_calls >= 1, 10, "a failed watch")
+
+    run.reflector.request_relist("redis-lost")
+
+    wait_until(run.ends, 5, "the relist, before the back-off ends")
