@@ -195,6 +195,12 @@ class Reflector:
         if reason is not None:
             try:
                 listed = self._relist(stop, reason)
+            except KubeError as exc:
+                self._relist_soon(reason)  # not done: still owed
+                if exc.status in (404, 410):
+                    raise  # the resource is gone, or the list expired: run() decides
+                self._fail(stop, exc)  # the API server is down: back off, then again
+                return
             except BaseException:
                 self._relist_soon(reason)  # not done: still owed, whatever failed
                 raise

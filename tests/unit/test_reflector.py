@@ -237,6 +237,7 @@ def test_a_relist_that_fails_midway_is_still_owed_and_done_later(running: list[R
 
     wait_until(run.ends, 10, "the relist, done after the failure")
     assert run.relists("redis-lost") == 2  # the failed attempt, and the one that listed
+    assert run.backoff.delays == 1  # it backed off in between, not spinning on the server
 
 
 def test_a_relist_request_ends_a_back_off_wait(running: list[Running]) -> None:
@@ -255,3 +256,22 @@ def test_a_relist_request_ends_a_back_off_wait(running: list[Running]) -> None:
     run.reflector.request_relist("redis-lost")
 
     wait_until(run.ends, 5, "the relist, before the back-off ends")
+
+
+def test_while_the_api_server_is_down_an_owed_relist_is_retried_at_the_back_off_pace(
+    running: list[Running],
+) -> None:
+    def unreachable() -> None:
+        raise KubeUnreachableError("https://api", "connection refused")
+
+    kube = FakeKube(objects={"a": 10}, watches=[([], "block")])
+    run = Running(kube, start_rv="100")
+    running.append(run)
+    wait_until(lambda: kube.watch_calls == 1, 10, "a watch open")
+    kube.fail_list = unreachable
+    run.reflector.request_relist("redis-lost")
+    wait_until(lambda: run.backoff.delays >= 3, 10, "a few attempts")
+    run.halt()
+    running.clear()
+    # Each failed attempt backed off once: no spinning on a server that is down.
+    assert run.relists("redis-lost") <= run.backoff.delays + 1
