@@ -36,7 +36,9 @@ def clear_state(r: "redis.Redis", keys: Keys, kinds: list[str] | None = None) ->
             chunk = members[i : i + CHUNK]
             r.delete(*(keys.state(kind, *Keys.split_member(m)) for m in chunk))
         r.delete(index)
-        for pattern in (keys.tombstone(kind, "", "*"), keys.relist(kind, "*") + "*"):
+        # And by name: a state key whose index member was lost is cleared as well.
+        patterns = (keys.state(kind, "", "*"), keys.tombstone(kind, "", "*"))
+        for pattern in (*patterns, keys.relist(kind, "*") + "*"):
             batch = list(r.scan_iter(match=pattern, count=1000))
             for i in range(0, len(batch), CHUNK):
                 r.delete(*batch[i : i + CHUNK])

@@ -79,8 +79,12 @@ def wipe(r: "redis.Redis", keys: Keys) -> None:
     """Remove everything whose resourceVersions belong to the old etcd. Deleting
     the stream also drops its consumer group: an entry a projector read before
     is no longer pending, so its late apply does nothing (apply.lua)."""
-    r.delete(keys.stream, keys.checkpoints, keys.checkpoint_marks)
+    r.delete(keys.stream)
     cleared = clear_state(r, keys)
+    # Checkpoints and marks last: a crash midway leaves the checkpoints that make the
+    # next start wipe again, and another watcher sharing this Redis relists (its marks
+    # gone) only once there is nothing left to clear under its relist.
+    r.delete(keys.checkpoints, keys.checkpoint_marks, keys.checkpoint_writers)
     log.warning("mirror wiped: stream, checkpoints and state of %s", ", ".join(cleared) or "-")
 
 

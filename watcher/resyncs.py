@@ -21,7 +21,12 @@ class ResyncListener:
     ) -> None:
         self._r, self._keys, self._reflectors = r, keys, reflectors
         self._watcher_id = watcher_id
-        self._cursor = resync.start_cursor()
+        # Request ids are Redis's clock, not ours: start from its time.
+        try:
+            seconds, micros = r.time()
+            self._cursor = resync.start_cursor(seconds + micros / 1e6)
+        except redis.RedisError:
+            self._cursor = resync.start_cursor()
 
     def poll(self) -> int:
         """Act on the requests made since the last poll; how many scopes relist."""

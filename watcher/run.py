@@ -142,11 +142,13 @@ def run(config: WatcherConfig, kube: KubeClient, r: "redis.Redis", keys: Keys) -
     # (a supervisor or the kubelet restarts it, and the checkpoint makes that safe).
     while not stop.wait(1.0):
         resyncs.poll()
-        if rewound.is_set():
+        if rewound.is_set() or writer.foreign_cluster:
             log.error(
-                "the API server's resourceVersion went back (etcd restored, or another "
-                "cluster behind the same address): exiting, so that the restarted watcher "
-                "wipes the mirror and relists"
+                "%s: exiting, so that the restarted watcher wipes the mirror and relists",
+                f"this mirror belongs to another cluster ({writer.foreign_cluster})"
+                if writer.foreign_cluster
+                else "the API server's resourceVersion went back (etcd restored, or another "
+                "cluster behind the same address)",
             )
             health.stop()
             return EXIT_SERVER_REWOUND

@@ -9,6 +9,7 @@ given (watcher/guard.py) and when an event had to be dropped (a full spool), and
 asks the scope's reflector to relist in both cases: whoever drops, relists.
 """
 
+import contextlib
 import json
 import logging
 import os
@@ -26,6 +27,7 @@ from common import rediserrors
 from common import rv as rvs
 from common.events import StreamEvent
 from common.keys import Keys
+from common.mirror import RESET
 from common.redisconn import text
 from common.resp import Batch
 from watcher.append import append_batch
@@ -147,6 +149,9 @@ class StreamWriter:
         self.redis_problem = ""
         self.cluster_uid = ""  # set once known (watcher/identity.py)
         self._evicted: int | None = None
+        self._eviction_pending = False
+        # The uid of another cluster found in Redis: run.py exits so the restart wipes.
+        self.foreign_cluster = ""
         self._last_eviction_relist = -EVICTION_RELIST_EVERY_S
         # What /readyz says, published in the watcher's status for `kube2redis status`.
         self.describe: Callable[[], str] = lambda: ""
@@ -203,6 +208,10 @@ class StreamWriter:
             )
             self._metrics.spool_lost_records.inc(self.spool_lost_records)
             self.relist_at_start = dict.fromkeys(checkpoints, "spool-corrupt")
+            # Until a relist lands, the records drained after the lost one must not
+            # move a checkpoint past it (a restart then resumes from before it).
+            for scope in {*checkpoints, *marks}:
+                self.guard.owe_relist(scope)
             return {}
         for scope in owed:
             checkpoints.pop(scope, None)
@@ -325,6 +334,10 @@ class StreamWriter:
     def _report(self, verdict: Verdict) -> None:
         """Say what the guard found, and relist what Redis lost (of our own scopes:
         other watchers on this Redis answer for theirs)."""
+        if any(loss.scope in self._relisters for loss in verdict.losses):
+            # The change feed forgot too (or went back): its readers must read afresh.
+            with contextlib.suppress(redis.RedisError):
+                self._r.xadd(self._keys.changes, {"key": "", "type": RESET, "rv": "", "phase": ""})
         for loss in verdict.losses:
             if loss.scope not in self._relisters:
                 continue
@@ -393,34 +406,51 @@ class StreamWriter:
         batch = Batch()
         scopes = self.guard.add_check(batch, self._guard_keys, self._relisters)
         batch.add(b"INFO", b"stats")
-        if self.cluster_uid:
-            batch.add(b"SET", self._keys.cluster, self.cluster_uid, b"NX")
+        batch.add(b"GET", self._keys.cluster)
         try:
             replies = batch.send(self._r)
             failed = [reply for reply in replies if isinstance(reply, redis.RedisError)]
             if failed:
                 raise failed[0]
+            self._check_cluster(replies[2])
         except redis.RedisError as exc:
             self._set_up(False, exc)
             return
         self._report(self.guard.checked(scopes, replies[0]))
         self._notice_evictions(_info_field(replies[1], b"evicted_keys"))
 
+    def _check_cluster(self, stored: object) -> None:
+        """The mirror's cluster identity: put back if Redis lost it; another cluster's
+        (Redis was not answering when this watcher started, so nobody compared) means
+        the watcher must restart, to wipe the mirror (watcher/identity.py)."""
+        if not self.cluster_uid:
+            return
+        if stored is None:
+            self._r.set(self._keys.cluster, self.cluster_uid, nx=True)
+        elif text(stored) != self.cluster_uid and not self.foreign_cluster:
+            self.foreign_cluster = text(stored)
+
     def _notice_evictions(self, evicted: int | None) -> None:
         if evicted is None:
             return
         before, self._evicted = self._evicted, evicted
-        if before is None or evicted <= before:
-            return
+        if before is not None and evicted > before:
+            log.warning(
+                "redis evicted %d keys (maxmemory-policy is not noeviction): every scope relists",
+                evicted - before,
+            )
+            self._metrics.redis_evictions.inc(evicted - before)
+            self._eviction_pending = True
         now = time.monotonic()
-        log.warning(
-            "redis evicted %d keys (maxmemory-policy is not noeviction): every scope relists",
-            evicted - before,
-        )
-        self._metrics.redis_evictions.inc(evicted - before)
-        if now - self._last_eviction_relist >= EVICTION_RELIST_EVERY_S:
-            self._last_eviction_relist = now
-            for scope in list(self._relisters):
+        if self._eviction_pending and now - self._last_eviction_relist >= EVICTION_RELIST_EVERY_S:
+            self._last_eviction_relist, self._eviction_pending = now, False
+            scopes = list(self._relisters)
+            # What was evicted sits behind checkpoints that are intact: drop them, so a
+            # watcher restarted before its relist lands lists instead of resuming.
+            if scopes:
+                with contextlib.suppress(redis.RedisError):  # the next check says why
+                    self._r.hdel(self._keys.checkpoints, *scopes)
+            for scope in scopes:
                 self._owe_relist(scope, "redis-evicted")
 
     def _drain(self, budget_s: float) -> None:

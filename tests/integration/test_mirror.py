@@ -27,3 +27,12 @@ def test_a_kind_with_no_objects_left_is_cleared_too(r: "redis.Redis") -> None:
     assert r.hget(KEYS.state("job", "ns", "a"), "rv") == b"400"
     ((_, change),) = cast(list[Entry], r.xrevrange(KEYS.changes, count=1))
     assert change[b"type"] == b"ADDED"
+
+
+def test_a_state_key_whose_index_member_was_lost_is_cleared_too(r: "redis.Redis") -> None:
+    _apply(r, [_event("ADDED", "a", "10"), _event("ADDED", "z", "11")])
+    r.srem(KEYS.index("job"), "ns:z")  # lost apart from its hash (a clear racing an apply)
+
+    mirror.clear_state(r, KEYS)
+
+    assert not r.exists(KEYS.state("job", "ns", "z"), KEYS.state("job", "ns", "a"))

@@ -6,14 +6,17 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 import redis
 
 from common import events as ev
+from common.events import Entry
 from common.keys import Keys
 from common.redisconn import connect
 from tests.servers import RedisServer, wait_until
+from watcher import writer as writer_module
 from watcher.metrics import WatcherMetrics
 from watcher.spool import Spool
 from watcher.writer import Item, StreamWriter, WriterSettings
@@ -132,6 +135,9 @@ def test_redis_restarted_empty_is_found_without_any_new_event(
     wait_until(lambda: relists.asked[QUIET], 30, "a relist asked of the quiet scope")
     assert relists.asked[QUIET] == ["redis-lost"]
     assert relists.asked[BUSY] == []  # never written: nothing of it was lost
+    # Change-feed readers are told to read afresh: the feed forgot too.
+    ((_, change),) = cast(list[Entry], r.xrange(KEYS.changes))
+    assert change[b"type"] == b"RESET"
     # A late event of the old watch does not write a checkpoint a restart would trust.
     running.put(QUIET, _event(ev.MODIFIED, "quiet", 12), 12)
     wait_until(running.settled, 10, "the append")
@@ -271,3 +277,41 @@ def test_evictions_make_every_scope_relist_and_redis_lost_identity_is_put_back(
     wait_until(lambda: relists.asked[QUIET], 30, "a relist after the evictions")
     assert relists.asked == {BUSY: ["redis-evicted"], QUIET: ["redis-evicted"]}
     assert running.sample("kube2redis_watcher_redis_evicted_keys_total") > 0
+
+
+def test_a_second_eviction_within_the_minute_is_relisted_once_it_has_passed(
+    redis_server: RedisServer,
+    writer_on: tuple[StreamWriter, Running],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(writer_module, "EVICTION_RELIST_EVERY_S", 2.0)
+    writer, running = writer_on
+    relists = Relists(writer, BUSY)
+    r = redis_server.client()
+    r.config_set("maxmemory-policy", "allkeys-lru")
+    running.put(BUSY, _event(ev.ADDED, "busy", 10), 10)
+    wait_until(lambda: _checkpoint(r, BUSY) == b"10", 10, "the checkpoint written")
+
+    def evict() -> None:
+        for i in range(100):
+            r.set(f"cache:{i}:{time.monotonic()}", "v" * 1000)
+        r.config_set("maxmemory", int(r.info("memory")["used_memory"]) - 30_000)
+        r.set(f"cache:more:{time.monotonic()}", "v" * 5000)
+        r.config_set("maxmemory", 0)
+
+    evict()
+    wait_until(lambda: relists.asked[BUSY], 10, "the first relist")
+    assert _checkpoint(r, BUSY) is None  # a restart before the relist lands lists too
+    evict()  # within the window: not dropped, deferred
+    wait_until(lambda: len(relists.asked[BUSY]) == 2, 10, "the second relist")
+
+
+def test_another_clusters_mirror_found_later_makes_the_watcher_restart(
+    redis_server: RedisServer, writer_on: tuple[StreamWriter, Running]
+) -> None:
+    writer, _ = writer_on
+    writer.cluster_uid = "uid-of-this-cluster"
+    # Redis was not answering when this watcher started, so nobody compared.
+    redis_server.client().set(KEYS.cluster, "uid-of-another-cluster")
+    wait_until(lambda: writer.foreign_cluster, 10, "the foreign mirror noticed")
+    assert writer.foreign_cluster == "uid-of-another-cluster"
