@@ -88,10 +88,9 @@ class Keys:
         """Hash of scope -> JSON answer of the watcher serving a resync request."""
         return f"{self.prefix}:resync:{request_id}"
 
-    @property
-    def projectors(self) -> str:
-        """Hash of consumer name -> JSON heartbeat of a running projector."""
-        return f"{self.prefix}:projectors"
+    def projector(self, group: str, consumer: str) -> str:
+        """String with a TTL: a running projector's heartbeat (pid)."""
+        return f"{self.prefix}:projectors:{group}:{consumer}"
 
     @property
     def watchers(self) -> str:

@@ -1,9 +1,6 @@
 """Clearing the mirrored state: `replay --rebuild` before it re-applies, and the
 watcher when the mirror turns out to belong to another cluster."""
 
-import time
-
-import msgspec
 import redis
 
 from common.keys import Keys
@@ -60,27 +57,13 @@ def stream_trimmed(r: "redis.Redis", keys: Keys) -> bool:
     return added is not None and int(added) > int(info["length"])
 
 
-class Heartbeat(msgspec.Struct, frozen=True):
-    """A running projector, refreshed every few seconds."""
-
-    pid: int
-    group: str
-    updated_ns: int
+# A projector's heartbeat key lives this long and is renewed every reclaim round
+# (5 s), also while it backs off a refusal: Redis's own clock decides, not the
+# clocks of the hosts that write and read it.
+HEARTBEAT_TTL_S = 15
 
 
-encode_heartbeat = msgspec.json.Encoder().encode
-_decode_heartbeat = msgspec.json.Decoder(Heartbeat).decode
-
-
-def live_projectors(r: "redis.Redis", keys: Keys, group: str, within_s: float) -> list[str]:
-    """Consumers of group that said they were alive within the last within_s."""
-    now_ns = time.time_ns()
-    alive = []
-    for consumer, raw in r.hgetall(keys.projectors).items():
-        try:
-            beat = _decode_heartbeat(raw)
-        except msgspec.DecodeError:
-            continue
-        if beat.group == group and now_ns - beat.updated_ns < within_s * 1e9:
-            alive.append(text(consumer))
-    return sorted(alive)
+def live_projectors(r: "redis.Redis", keys: Keys, group: str) -> list[str]:
+    """Consumers of group whose heartbeat has not expired."""
+    head = keys.projector(group, "")
+    return sorted(text(k)[len(head) :] for k in r.scan_iter(match=head + "*", count=1000))

@@ -71,10 +71,6 @@ def resync_timeout_option(help_text: str) -> Callable[[F], F]:
     )
 
 
-# A projector heartbeat this recent counts as running (it beats every reclaim round, 5 s).
-LIVE_PROJECTOR_S = 15.0
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @option(
     "--redis-url",
@@ -397,7 +393,7 @@ def replay(
     r = settings.redis()
     trimmed = False
     if rebuild:
-        alive = mirror.live_projectors(r, settings.keys, group, within_s=LIVE_PROJECTOR_S)
+        alive = mirror.live_projectors(r, settings.keys, group)
         if alive and not force:
             raise Kube2RedisError(
                 f"--rebuild: projectors of group {group!r} are running ({', '.join(alive)}): "

@@ -399,6 +399,7 @@ class Projector:
         group = self.settings.group
         if not group or not held:
             return
+        self.heartbeat(renew_only=True)
         stream = self.keys.stream
         lo, hi = min(held, key=_id_order), max(held, key=_id_order)
         count = len(held) + self.settings.batch_size
@@ -437,19 +438,25 @@ class Projector:
                 batch.add(b"XACK", self.keys.stream, group, entry_id)
         return batch
 
-    def heartbeat(self) -> None:
-        """Say this consumer is alive (`replay --rebuild` refuses to run under it)."""
+    def heartbeat(self, renew_only: bool = False) -> None:
+        """Say this consumer is alive (`replay --rebuild` refuses to run under it).
+        renew_only: while Redis refuses writes, EXPIRE (which it still takes) keeps
+        the heartbeat alive though SET would be refused."""
         if not self.settings.group:
             return
-        beat = mirror.Heartbeat(os.getpid(), self.settings.group, time.time_ns())
+        key = self.keys.projector(self.settings.group, self.consumer)
         # Housekeeping: a refusal here is met, and reported, by the applies.
         with contextlib.suppress(redis.RedisError):
-            self.r.hset(self.keys.projectors, self.consumer, mirror.encode_heartbeat(beat))
+            if renew_only:
+                self.r.expire(key, mirror.HEARTBEAT_TTL_S)
+            else:
+                self.r.set(key, os.getpid(), ex=mirror.HEARTBEAT_TTL_S)
 
     def retire(self) -> None:
         """Stopped: take the heartbeat back, so a rebuild may run at once."""
-        with contextlib.suppress(redis.RedisError):
-            self.r.hdel(self.keys.projectors, self.consumer)
+        if self.settings.group:
+            with contextlib.suppress(redis.RedisError):
+                self.r.delete(self.keys.projector(self.settings.group, self.consumer))
 
     def reclaim(self) -> int:
         """Take over entries idle too long on other (dead) consumers; dead-letter

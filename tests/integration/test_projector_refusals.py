@@ -12,8 +12,11 @@ import pytest
 import redis
 
 from common import events as ev
+from common import mirror
 from common.keys import Keys
 from common.resp import Batch, call
+from projector.consumer import ConsumerSettings, Projector
+from projector.metrics import ProjectorMetrics
 from tests.pipeline import metric
 from tests.procs import Proc, ProcFactory
 from tests.servers import RedisServer, append_event, read_stream, wait_until
@@ -262,3 +265,19 @@ def test_one_malformed_relist_end_is_dead_lettered_alone_and_the_batch_applied(
     assert r.xlen(KEYS.dead_letter) == 1
     assert metric(projector, "kube2redis_projector_reconnects_total") == 0
     assert projector.stop() == 0
+
+
+def test_the_heartbeat_stays_alive_while_redis_refuses_writes(r: "redis.Redis") -> None:
+    # A rebuild must still see a projector that waits out a refusal while holding
+    # entries: EXPIRE, which Redis takes under OOM, renews what SET could not.
+    projector = Projector(r, KEYS, ConsumerSettings(consumer="c"), ProjectorMetrics())
+    projector.heartbeat()
+    key = KEYS.projector("projector", "c")
+    r.expire(key, 2)
+    _refuse_writes(r)
+    try:
+        projector.heartbeat(renew_only=True)
+        assert r.ttl(key) > 2
+        assert mirror.live_projectors(r, KEYS, "projector") == ["c"]
+    finally:
+        _free_memory(r)
