@@ -16,6 +16,7 @@ from common import events as ev
 from common.keys import Keys
 from common.kube import KubeClient
 from common.objects import decode_head, decode_list_page
+from common.redisconn import text
 from common.resources import Resource
 from tests.servers import read_stream
 
@@ -70,7 +71,9 @@ def check_feed(histories: Histories) -> list[Violation]:
     for key, changes in histories.feed.items():
         last: tuple[str, str, str] | None = None
         for change in changes:
-            if any(last is not None and last[0] < reset < change[0] for reset in histories.resets):
+            if last is not None and any(
+                _id(last[0]) < _id(reset) < _id(change[0]) for reset in histories.resets
+            ):
                 last = None
             if last is not None and int(change[2]) <= int(last[2]):
                 check = "resurrected" if last[1] == "DELETED" else "feed-order"
@@ -127,7 +130,10 @@ def check_final_state(
                 break
             params["continue"] = page.metadata.next_page
         index = {m.decode() for m in r.smembers(KEYS.index(kind))}  # type: ignore[union-attr]
-        for member in sorted(set(live) | index):
+        # And by key name: a state key that lost its index member is still wrong.
+        head = KEYS.state(kind, "", "")
+        keyed = {text(k)[len(head) :] for k in r.scan_iter(match=head + "*", count=1000)}
+        for member in sorted(set(live) | index | keyed):
             stored = r.hget(KEYS.state(kind, *Keys.split_member(member)), "object")
             problem = _compare(live.get(member), stored if isinstance(stored, bytes) else None)
             if problem:
@@ -136,6 +142,12 @@ def check_final_state(
                 history += [f"feed {c[0]} {c[1]} rv={c[2]}" for c in histories.feed.get(key, [])]
                 found.append(Violation("final-state", f"{kind} {member}", problem, history))
     return found
+
+
+def _id(entry_id: str) -> tuple[int, int]:
+    """A stream id's order (as text, "5-10" sorts before "5-9")."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
 
 
 def _compare(live: bytes | None, stored: bytes | None) -> str:

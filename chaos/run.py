@@ -99,7 +99,11 @@ def _run(
     # Deleted namespaces empty out in the namespace controller's own time: wait for
     # the cluster itself to be still before comparing with it.
     still = quiesce(kube, converge_timeout)
+    # A killed projector's entries wait out the reclaim idle time before another
+    # applies them: the checks come after every entry is applied, not before.
+    drained = settled(world, converge_timeout)
     final = converge(world, kube, converge_timeout)
+    world.check_processes()
     r = world.client()
     histories = checker.Histories(r)
     resources = [kube.discover(parse(name)) for name in RESOURCES]
@@ -119,6 +123,14 @@ def _run(
                     "convergence", f"round {number}", f"not clean within {converge_timeout:.0f}s"
                 )
             )
+    if final is None or not drained:
+        violations.append(
+            checker.Violation(
+                "convergence",
+                "the end of the run",
+                "entries still pending or unread" if not drained else "verify never clean",
+            )
+        )
     for name, code, tail in world.exited:
         violations.append(
             checker.Violation("process-exit", name, f"exit {code}", tail.splitlines())
@@ -154,6 +166,21 @@ def quiesce(kube: KubeClient, timeout_s: float) -> bool:
         listing = json.loads(kube.get("/api/v1/namespaces"))
         if not any(ns["status"].get("phase") == "Terminating" for ns in listing["items"]):
             return True
+        time.sleep(CONVERGE_POLL_S)
+    return False
+
+
+def settled(world: World, timeout_s: float) -> bool:
+    """Wait (bounded) until the group has nothing pending and nothing unread."""
+    began = time.monotonic()
+    r = world.client()
+    while time.monotonic() - began < timeout_s:
+        try:
+            groups = r.xinfo_groups(checker.KEYS.stream)
+            if all(g["pending"] == 0 and (g.get("lag") or 0) == 0 for g in groups):
+                return True
+        except Exception:
+            pass
         time.sleep(CONVERGE_POLL_S)
     return False
 

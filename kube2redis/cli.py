@@ -529,16 +529,23 @@ def verify(
     kube = _kube(kubeconfig, context)
     resolved = [kube.discover(s) for s in _specs(resources)]
     r = settings.redis()
-    drift: list[Drift] = []
-    for attempt in range(retries + 1):
-        drift = [
-            d
-            for res in resolved
-            for d in verify_resource(kube, r, settings.keys, res, list(namespaces))
-        ]
-        if not drift or attempt == retries:
-            break
-        time.sleep(1.0)
+
+    def check() -> list[Drift]:
+        """Drift, checked again up to `retries` times, 1 s apart (objects in flight,
+        relist entries still pending on another projector, settle)."""
+        found: list[Drift] = []
+        for attempt in range(retries + 1):
+            found = [
+                d
+                for res in resolved
+                for d in verify_resource(kube, r, settings.keys, res, list(namespaces))
+            ]
+            if not found or attempt == retries:
+                break
+            time.sleep(1.0)
+        return found
+
+    drift = check()
     if as_json:
         click.echo(msgspec.json.encode(drift).decode())
     elif drift:
@@ -561,11 +568,7 @@ def verify(
                 resource=by_kind[kind].spec.name, namespace=namespace, reason="verify-repair"
             )
             resyncs.run(r, settings.keys, wanted, timeout, lambda line: click.echo(line, err=True))
-        drift = [
-            d
-            for res in resolved
-            for d in verify_resource(kube, r, settings.keys, res, list(namespaces))
-        ]
+        drift = check()
         click.echo(
             f"after the repair: {len(drift)} drifted" if drift else "repaired: no drift left",
             err=True,
