@@ -74,6 +74,12 @@ class Keys:
         return f"{self.prefix}:checkpoints:writers"
 
     @property
+    def checkpoint_kinds(self) -> str:
+        """Hash of resource scope -> JSON kind and namespace of what it mirrors (so a
+        resource no longer served when a watcher starts can still be purged)."""
+        return f"{self.prefix}:checkpoints:kinds"
+
+    @property
     def cluster(self) -> str:
         """String: uid of the cluster's kube-system namespace, which the checkpoints
         belong to."""

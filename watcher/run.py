@@ -107,6 +107,8 @@ def run(config: WatcherConfig, kube: KubeClient, r: "redis.Redis", keys: Keys) -
 
     scopes = Scopes(
         kube,
+        r,
+        keys,
         writer,
         metrics,
         config.namespaces,

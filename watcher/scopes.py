@@ -1,19 +1,31 @@
 """The watcher's reflectors: one per scope of every served resource, and more as
 resources become served (a CRD installed after the watcher started)."""
 
+import contextlib
+import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 
+import msgspec
+import redis
+
+from common import events as ev
 from common.errors import ConfigError
+from common.keys import Keys
 from common.kube import KubeClient, KubeError, ResourceNotServedError
+from common.redisconn import text
 from common.resources import Resource, ResourceSpec
 from watcher.backoff import Backoff
 from watcher.metrics import WatcherMetrics
 from watcher.reflector import Reflector, scope_id
-from watcher.writer import StreamWriter
+from watcher.writer import Item, StreamWriter
 
 log = logging.getLogger(__name__)
+
+# A resource not served at start is believed gone after this many more discoveries.
+GONE_CONFIRMATIONS = 2
 
 
 def refuse_kind_collisions(resources: list[Resource]) -> None:
@@ -43,6 +55,8 @@ class Scopes:
     def __init__(
         self,
         kube: KubeClient,
+        r: "redis.Redis",
+        keys: Keys,
         writer: StreamWriter,
         metrics: WatcherMetrics,
         namespaces: list[str],
@@ -51,6 +65,7 @@ class Scopes:
         on_server_rewound: Callable[[str], None],
     ) -> None:
         self._kube, self._writer, self._metrics = kube, writer, metrics
+        self._r, self._keys = r, keys
         self._namespaces, self._checkpoints = namespaces, checkpoints
         # Why a scope without a checkpoint lists first (initial, cluster-changed, ...).
         self._first_relist, self._on_server_rewound = first_relist, on_server_rewound
@@ -80,6 +95,7 @@ class Scopes:
                 server_rv=self._server_rv,
             )
             self.reflectors.append(reflector)
+            self._remember(scope, resource, namespace)
             # Daemon: a reflector blocked in a socket read must not hold up shutdown;
             # what it has not handed to the writer is not checkpointed, so not lost.
             threading.Thread(
@@ -98,11 +114,18 @@ class Scopes:
     def _discover(self, specs: list[ResourceSpec], stop: threading.Event) -> None:
         backoff = Backoff(maximum=60.0)
         pending = list(specs)
+        misses: dict[str, int] = {}
         while pending and not stop.wait(backoff.next_delay()):
             for spec in list(pending):
                 try:
                     resource = self._kube.discover(spec)
-                except (ResourceNotServedError, KubeError) as exc:
+                except ResourceNotServedError as exc:
+                    self.waiting[spec.name] = str(exc)
+                    misses[spec.name] = misses.get(spec.name, 0) + 1
+                    if misses[spec.name] == GONE_CONFIRMATIONS:
+                        self._purge_absent(spec, stop)
+                    continue
+                except KubeError as exc:
                     self.waiting[spec.name] = str(exc)
                     continue
                 try:
@@ -115,6 +138,50 @@ class Scopes:
                 log.info("%s is served now: mirroring it", spec.name)
                 self.waiting.pop(spec.name, None)
                 pending.remove(spec)
+
+    def _remember(self, scope: str, resource: Resource, namespace: str) -> None:
+        """Which kind a scope mirrors, for _purge_absent after a restart."""
+        record = {"kind": resource.key_kind, "namespace": namespace}
+        with contextlib.suppress(redis.RedisError):
+            self._r.hset(self._keys.checkpoint_kinds, scope, json.dumps(record))
+
+    def _purge_absent(self, spec: ResourceSpec, stop: threading.Event) -> None:
+        """A resource mirrored before this watcher started, and confirmed not served
+        now (its CRD deleted meanwhile): its objects leave Redis (a purge, as a
+        running reflector does on a 404), and come back with it."""
+        try:
+            kinds = self._r.hgetall(self._keys.checkpoint_kinds)
+            list_rv = self._server_rv()
+        except (redis.RedisError, KubeError) as exc:
+            log.warning("cannot purge %s now: %s", spec.name, exc)
+            return
+        for raw_scope, raw in kinds.items():
+            scope = text(raw_scope)
+            if not scope.startswith(f"{spec.name}/") or scope not in self._checkpoints:
+                continue
+            if not list_rv:
+                log.warning("no resource to learn the server's resourceVersion from")
+                return
+            record = json.loads(raw)
+            log.warning(
+                "%s is not served (CRD deleted while the watcher was down?): removing its "
+                "objects from Redis",
+                spec.name,
+                extra={"scope": scope},
+            )
+            marker = ev.StreamEvent(
+                type=ev.RELIST_BEGIN,
+                resource=spec.name,
+                kind=record["kind"],
+                namespace=record["namespace"],
+                rv=list_rv,
+                received_ns=time.time_ns(),
+            )
+            end = msgspec.structs.replace(
+                marker, type=ev.RELIST_END, members=ev.encode_members([]), purge=True
+            )
+            self._writer.put(Item(marker, scope, None), stop)
+            self._writer.put(Item(end, scope, list_rv), stop)
 
     def _server_rv(self) -> str:
         """The API server's current resourceVersion, from any resource still served."""

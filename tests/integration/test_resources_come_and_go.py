@@ -122,3 +122,29 @@ def test_a_crd_installed_deleted_and_reinstalled_under_a_running_watcher(
     wait_verified(redis_server.url, kube, namespace)
     assert watcher.proc.poll() is None
     assert projector.proc.poll() is None
+
+
+def test_a_crd_deleted_while_the_watcher_was_down_leaves_redis_when_it_starts(
+    kube: Kube,
+    namespace: str,
+    redis_server: RedisServer,
+    procs: ProcFactory,
+    tmp_path: Path,
+    no_widgets: None,
+) -> None:
+    spool = tmp_path / "spool"
+    _install(kube)
+    _widget(kube, namespace, "w-1")
+    first = start_watcher(procs, redis_server.url, kube, namespace, spool, "--resource", WIDGETS)
+    projector = start_projector(procs, redis_server.url, kube)
+    r = redis_server.client()
+    key = KEYS.state("widget", namespace, "w-1")
+    wait_until(lambda: r.exists(key), 60, "the widget mirrored")
+    assert first.stop() == 0
+
+    _uninstall(kube)  # while no watcher runs
+    second = start_watcher(procs, redis_server.url, kube, namespace, spool, "--resource", WIDGETS)
+
+    wait_until(lambda: not r.exists(key), 60, "the widget gone from Redis")
+    assert "not served (CRD deleted while the watcher was down?)" in second.text()
+    assert projector.proc.poll() is None
