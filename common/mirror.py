@@ -1,5 +1,6 @@
-"""Clearing the mirrored state: `replay --rebuild` before it re-applies, and the
-watcher when the mirror turns out to belong to another cluster."""
+"""The mirror as a whole: clearing it (`replay --rebuild`, and the watcher when
+the mirror turns out to belong to another cluster), whether the stream still
+holds all of it, and which projectors are applying to it."""
 
 import redis
 
