@@ -2,7 +2,9 @@
 
 Per scope the writer remembers the mark (a count of appends, see guard.lua) it
 last wrote. Each append checks, in its own MULTI/EXEC, that Redis still holds
-it; a quiet scope is checked the same way every second. The verdicts:
+it; a quiet scope is checked the same way every second. Marks only grow, also
+across a Redis that restarted empty (each append writes past the higher of
+Redis's mark and ours). The verdicts:
 
 | stored mark vs ours      | means                              | we do                       |
 |--------------------------|------------------------------------|-----------------------------|
@@ -130,13 +132,8 @@ class ScopeGuard:
             if stored and int(stored) > self.expected.get(scope, 0):
                 self.expected[scope] = int(stored)  # a second writer's, or our own repeat
         for loss in verdict.losses:
+            # guard.lua put our mark back: a later, older copy of Redis still shows.
             self.owe_relist(loss.scope)
-            # Expect what Redis holds now (the relist rebuilds the rest), so a
-            # further loss below it is found too.
-            if loss.stored:
-                self.expected[loss.scope] = int(loss.stored)
-            else:
-                del self.expected[loss.scope]
         return verdict
 
     def _judge(self, scopes: Iterable[str], stored_marks: list[str], writers: list[str]) -> Verdict:

@@ -315,3 +315,29 @@ def test_another_clusters_mirror_found_later_makes_the_watcher_restart(
     redis_server.client().set(KEYS.cluster, "uid-of-another-cluster")
     wait_until(lambda: writer.foreign_cluster, 10, "the foreign mirror noticed")
     assert writer.foreign_cluster == "uid-of-another-cluster"
+
+
+def test_a_copy_of_redis_from_before_it_restarted_empty_is_still_a_loss(
+    redis_server: RedisServer, writer_on: tuple[StreamWriter, Running], tmp_path: Path
+) -> None:
+    # Found by the chaos soak: Redis restarted empty, then went back to a snapshot
+    # taken before that restart. Marks counted from zero again after the restart
+    # would make the older copy look newer, and its loss go unseen.
+    writer, running = writer_on
+    relists = Relists(writer, BUSY)
+    r = redis_server.client()
+    for rv in range(10, 20):
+        running.put(BUSY, _event(ev.MODIFIED, "busy", rv), rv)
+    wait_until(lambda: _checkpoint(r, BUSY) == b"19", 10, "ten appends")
+    snapshot = tmp_path / "before-the-restart.rdb"
+    redis_server.snapshot(snapshot)
+    redis_server.restart_empty()
+    wait_until(lambda: relists.asked[BUSY] == ["redis-lost"], 30, "the first loss")
+    running.put(BUSY, _event(ev.RELIST_BEGIN, "busy", 30), None)
+    running.put(BUSY, _event(ev.RELIST_END, "busy", 30), 30)
+    wait_until(lambda: _checkpoint(r, BUSY) == b"30", 10, "the relist appended")
+
+    redis_server.restore(snapshot)  # older than everything since the restart
+
+    wait_until(lambda: len(relists.asked[BUSY]) == 2, 30, "the second loss")
+    assert _checkpoint(r, BUSY) == b"19"  # not moved past what the restore lost
