@@ -41,6 +41,7 @@ def converge(world: World, kube: KubeClient, timeout_s: float) -> float | None:
     began = time.monotonic()
     r = world.client()
     while time.monotonic() - began < timeout_s:
+        world.check_processes()  # the supervisor's part: start again what exited
         try:
             if not any(verify_resource(kube, r, checker.KEYS, res, []) for res in resources):
                 return time.monotonic() - began
@@ -146,6 +147,7 @@ def _run(
         "faults_by_kind": dict(Counter(p.fault for p in played)),
         "writes": len(load.writes),
         "writes_refused_by_the_api": load.failed,
+        "watcher_restarts_api_unreachable_at_start": world.restarts_api_unreachable,
         "stream_entries": histories.stream_entries,
         "converge_s": [None if t is None else round(t, 2) for t in converged],
         "longest_converge_s": max((t for t in converged if t is not None), default=None),
