@@ -64,6 +64,11 @@ class Running:
     def put(self, scope: str, event: ev.StreamEvent | None, rv: int | None) -> None:
         self.writer.put(Item(event, scope, str(rv) if rv else None), self.stop)
 
+    def written(self, r: "redis.Redis", scope: str, event: ev.StreamEvent) -> None:
+        """Append one event and wait (bounded) until its checkpoint is in Redis."""
+        self.put(scope, event, int(event.rv))
+        wait_until(lambda: _checkpoint(r, scope) == event.rv.encode(), 10, "the append")
+
     def settled(self) -> bool:
         return self.writer.queue.empty() and self.sample("kube2redis_watcher_spool_records") == 0
 
@@ -92,8 +97,7 @@ def test_a_scope_whose_events_were_dropped_relists_even_if_it_stays_quiet(
     relists = Relists(writer, BUSY, QUIET)
     r = redis_server.client()
     running.put(BUSY, _event(ev.ADDED, "busy", 10), 10)
-    running.put(QUIET, _event(ev.ADDED, "quiet", 11), 11)
-    wait_until(lambda: _checkpoint(r, QUIET) == b"11", 10, "both checkpoints written")
+    running.written(r, QUIET, _event(ev.ADDED, "quiet", 11))
 
     redis_server.kill()
     # The quiet scope's one event lands in a spool that is already full: dropped.
@@ -127,8 +131,7 @@ def test_redis_restarted_empty_is_found_without_any_new_event(
     writer, running = writer_on
     relists = Relists(writer, BUSY, QUIET)
     r = redis_server.client()
-    running.put(QUIET, _event(ev.ADDED, "quiet", 11), 11)
-    wait_until(lambda: _checkpoint(r, QUIET) == b"11", 10, "the checkpoint written")
+    running.written(r, QUIET, _event(ev.ADDED, "quiet", 11))
 
     redis_server.restart_empty()
 
@@ -151,12 +154,10 @@ def test_redis_restored_to_older_marks_is_a_loss_and_a_second_writer_is_not(
     relists = Relists(writer, BUSY, QUIET)
     r = redis_server.client()
     running.put(BUSY, _event(ev.ADDED, "busy", 10), 10)
-    running.put(QUIET, _event(ev.ADDED, "quiet", 10), 10)
-    wait_until(lambda: _checkpoint(r, QUIET) == b"10", 10, "the first appends")
+    running.written(r, QUIET, _event(ev.ADDED, "quiet", 10))
     snapshot = tmp_path / "old.rdb"
     redis_server.snapshot(snapshot)
-    running.put(BUSY, _event(ev.MODIFIED, "busy", 20), 20)
-    wait_until(lambda: _checkpoint(r, BUSY) == b"20", 10, "an append after the snapshot")
+    running.written(r, BUSY, _event(ev.MODIFIED, "busy", 20))
 
     redis_server.restore(snapshot)
     wait_until(lambda: relists.asked[BUSY], 30, "a relist of the scope that lost a write")
@@ -187,8 +188,7 @@ def test_a_scope_owing_a_relist_does_not_resume_from_a_spooled_checkpoint(
     writer, running = writer_on
     relists = Relists(writer, BUSY, QUIET)
     r = redis_server.client()
-    running.put(QUIET, _event(ev.ADDED, "quiet", 11), 11)
-    wait_until(lambda: _checkpoint(r, QUIET) == b"11", 10, "the checkpoint written")
+    running.written(r, QUIET, _event(ev.ADDED, "quiet", 11))
     redis_server.restart_empty()
     wait_until(lambda: relists.asked[QUIET], 30, "the loss found")
     redis_server.kill()  # down again before the relist: the next event is spooled
@@ -211,8 +211,7 @@ def test_a_spool_record_lost_on_disk_makes_every_scope_relist(
 ) -> None:
     _, running = writer_on
     r = redis_server.client()
-    running.put(BUSY, _event(ev.ADDED, "busy", 10), 10)
-    wait_until(lambda: _checkpoint(r, BUSY) == b"10", 10, "the checkpoint written")
+    running.written(r, BUSY, _event(ev.ADDED, "busy", 10))
     redis_server.kill()
     for count, rv in enumerate((11, 12, 13), start=1):
         # One at a time, so each is a record of its own.
@@ -246,8 +245,7 @@ def test_another_watchers_scopes_are_neither_checked_nor_reported(
     r.hset(KEYS.checkpoint_marks, "pods/*", 40)  # another watcher's scope on this Redis
     r.hset(KEYS.checkpoint_writers, "pods/*", "another-watcher")
     writer.guard.load({"pods/*": 40})
-    running.put(BUSY, _event(ev.ADDED, "busy", 10), 10)
-    wait_until(lambda: _checkpoint(r, BUSY) == b"10", 10, "the checkpoint written")
+    running.written(r, BUSY, _event(ev.ADDED, "busy", 10))
     r.hincrby(KEYS.checkpoint_marks, "pods/*", 3)  # the other watcher appends on
     redis_server.restart_empty()
     wait_until(lambda: running.sample("kube2redis_watcher_redis_losses_total") >= 1, 30, "our loss")
@@ -289,8 +287,7 @@ def test_a_second_eviction_within_the_minute_is_relisted_once_it_has_passed(
     relists = Relists(writer, BUSY)
     r = redis_server.client()
     r.config_set("maxmemory-policy", "allkeys-lru")
-    running.put(BUSY, _event(ev.ADDED, "busy", 10), 10)
-    wait_until(lambda: _checkpoint(r, BUSY) == b"10", 10, "the checkpoint written")
+    running.written(r, BUSY, _event(ev.ADDED, "busy", 10))
 
     def evict() -> None:
         for i in range(100):
