@@ -12,6 +12,7 @@ Redis's mark and ours). The verdicts:
 | missing or lower         | Redis lost writes of this scope    | keep the checkpoint, relist |
 | higher, written by us    | our append ran twice (a retry)     | adopt it                    |
 | higher, by someone else  | a second watcher writes this scope | log, count, carry on        |
+| any, writer noted a loss | a loss whose reply was lost        | keep the checkpoint, relist |
 
 A scope owes a relist from the moment a loss is found (or an event of it was
 dropped) until a relist that *began after that moment* has been appended to its
@@ -34,6 +35,9 @@ GUARD_SOURCE: Final = Path(__file__).with_name("guard.lua").read_bytes()
 
 APPEND: Final = b"append"
 CHECK: Final = b"check"
+# guard.lua's note on a scope's writer: a loss found there and not yet owed by the
+# watcher (its reply may never have arrived).
+LOST_NOTE: Final = " lost"
 
 
 class Loss(msgspec.Struct, frozen=True):
@@ -64,6 +68,8 @@ class Plan(msgspec.Struct, frozen=True):
     checkpoints: dict[str, str]
     scopes: list[str]
     owed_after: dict[str, bool]
+    # Scopes owing a relist when the append was planned: they know of any loss.
+    owed_before: frozenset[str] = frozenset()
 
 
 class ScopeGuard:
@@ -96,13 +102,14 @@ class ScopeGuard:
                 del owed[scope]
         scopes = list(dict.fromkeys([*(s for s, _ in writes), *checkpoints]))
         allowed = {s: rv for s, rv in checkpoints.items() if s not in owed}
-        return Plan(allowed, scopes, owed)
+        return Plan(allowed, scopes, owed, frozenset(self.owed))
 
     def add_append(self, batch: Batch, keys: Sequence[Arg], plan: Plan) -> None:
         """The guard call of an append (last command of its MULTI/EXEC)."""
         args: list[Arg] = [APPEND, self.writer_id]
         for scope in plan.scopes:
-            args += (scope, self._expected_arg(scope), plan.checkpoints.get(scope, ""))
+            owed = "1" if scope in plan.owed_before else ""
+            args += (scope, self._expected_arg(scope), plan.checkpoints.get(scope, ""), owed)
         batch.add(b"EVAL", GUARD_SOURCE, len(keys), *keys, *args)
 
     def add_check(self, batch: Batch, keys: Sequence[Arg], ours: Iterable[str]) -> list[str]:
@@ -110,7 +117,7 @@ class ScopeGuard:
         scopes = sorted(set(ours) & set(self.expected))
         args: list[Arg] = [CHECK, self.writer_id]
         for scope in scopes:
-            args += (scope, str(self.expected[scope]), "")
+            args += (scope, str(self.expected[scope]), "", "1" if scope in self.owed else "")
         batch.add(b"EVAL", GUARD_SOURCE, len(keys), *keys, *args)
         return scopes
 
@@ -118,7 +125,7 @@ class ScopeGuard:
         """The append went through: adopt its marks and relist state; judge it."""
         self.owed = dict(plan.owed_after)
         flat = _strings(reply)
-        verdict = self._judge(plan.scopes, flat[0::3], flat[1::3])
+        verdict = self._judge(plan.scopes, flat[0::3], flat[1::3], plan.owed_before)
         for scope, new in zip(plan.scopes, flat[2::3], strict=True):
             self.expected[scope] = int(new)
         for loss in verdict.losses:
@@ -127,7 +134,7 @@ class ScopeGuard:
 
     def checked(self, scopes: list[str], reply: object) -> Verdict:
         flat = _strings(reply)
-        verdict = self._judge(scopes, flat[0::2], flat[1::2])
+        verdict = self._judge(scopes, flat[0::2], flat[1::2], frozenset(self.owed))
         for scope, stored in zip(scopes, flat[0::2], strict=True):
             if stored and int(stored) > self.expected.get(scope, 0):
                 self.expected[scope] = int(stored)  # a second writer's, or our own repeat
@@ -136,16 +143,27 @@ class ScopeGuard:
             self.owe_relist(loss.scope)
         return verdict
 
-    def _judge(self, scopes: Iterable[str], stored_marks: list[str], writers: list[str]) -> Verdict:
+    def _judge(
+        self,
+        scopes: Iterable[str],
+        stored_marks: list[str],
+        writers: list[str],
+        owed: frozenset[str],
+    ) -> Verdict:
         losses: list[Loss] = []
         conflicts: list[Conflict] = []
         for scope, stored, writer in zip(scopes, stored_marks, writers, strict=True):
             expected = self.expected.get(scope)
-            if expected is None:
+            noted = writer.endswith(LOST_NOTE) and scope not in owed
+            if expected is None and not noted:
                 continue
-            if not stored or int(stored) < expected:
-                losses.append(Loss(scope, stored, expected))
-            elif int(stored) > expected and writer != self.writer_id:
+            if noted or not stored or int(stored) < (expected or 0):
+                losses.append(Loss(scope, stored, expected or 0))
+            elif (
+                expected is not None
+                and int(stored) > expected
+                and (writer.removesuffix(LOST_NOTE) != self.writer_id)
+            ):
                 conflicts.append(Conflict(scope, int(stored), expected))
         return Verdict(losses, conflicts)
 

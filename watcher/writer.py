@@ -409,15 +409,24 @@ class StreamWriter:
         batch.add(b"GET", self._keys.cluster)
         try:
             replies = batch.send(self._r)
-            failed = [reply for reply in replies if isinstance(reply, redis.RedisError)]
-            if failed:
-                raise failed[0]
-            self._check_cluster(replies[2])
         except redis.RedisError as exc:
             self._set_up(False, exc)
             return
-        self._report(self.guard.checked(scopes, replies[0]))
-        self._notice_evictions(_info_field(replies[1], b"evicted_keys"))
+        guard_reply, info, cluster = replies
+        # A check that found a loss has put our mark back (guard.lua): its verdict is
+        # reported even when the other replies failed, or the loss would go unseen.
+        if not isinstance(guard_reply, redis.RedisError):
+            self._report(self.guard.checked(scopes, guard_reply))
+        failed = [reply for reply in replies if isinstance(reply, redis.RedisError)]
+        if failed:
+            self._set_up(False, failed[0])
+            return
+        try:
+            self._check_cluster(cluster)
+        except redis.RedisError as exc:
+            self._set_up(False, exc)
+            return
+        self._notice_evictions(_info_field(info, b"evicted_keys"))
 
     def _check_cluster(self, stored: object) -> None:
         """The mirror's cluster identity: put back if Redis lost it; another cluster's

@@ -11,11 +11,12 @@ from typing import cast
 import pytest
 import redis
 
+from chaos.toxiproxy import Toxiproxy, binary
 from common import events as ev
 from common.events import Entry
 from common.keys import Keys
 from common.redisconn import connect
-from tests.servers import RedisServer, wait_until
+from tests.servers import RedisServer, unavailable, wait_until
 from watcher import writer as writer_module
 from watcher.metrics import WatcherMetrics
 from watcher.spool import Spool
@@ -76,18 +77,23 @@ class Running:
         return self.metrics.registry.get_sample_value(name) or 0.0
 
 
-@pytest.fixture
-def writer_on(redis_server: RedisServer, tmp_path: Path) -> Iterator[tuple[StreamWriter, Running]]:
+def _writer_running(url: str, tmp_path: Path) -> tuple[StreamWriter, Running]:
     spool = Spool(tmp_path / "spool", max_bytes=64 * 1024)
     settings = WriterSettings(redis_probe_every_s=0.1, guard_check_every_s=0.1)
     metrics = WatcherMetrics()
-    client = connect(redis_server.url, retries=0, socket_timeout=2.0)
+    client = connect(url, retries=0, socket_timeout=2.0)
     writer = StreamWriter(client, KEYS, spool, metrics, settings)
     writer.load_checkpoints()
-    running = Running(writer, metrics)
+    return writer, Running(writer, metrics)
+
+
+@pytest.fixture
+def writer_on(redis_server: RedisServer, tmp_path: Path) -> Iterator[tuple[StreamWriter, Running]]:
+    writer, running = _writer_running(redis_server.url, tmp_path)
     yield writer, running
     running.stop.set()
     running.thread.join(30)
+    assert not running.thread.is_alive(), "the writer did not stop"
 
 
 def test_a_scope_whose_events_were_dropped_relists_even_if_it_stays_quiet(
@@ -173,6 +179,40 @@ def test_redis_restored_to_older_marks_is_a_loss_and_a_second_writer_is_not(
         "the conflict counted",
     )
     assert relists.asked[QUIET] == []
+
+
+def test_a_loss_whose_reply_never_came_back_is_still_found(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    # The check that finds a loss puts our mark back; if its reply is lost on the
+    # way (a connection cut after Redis ran it), the note it left must tell.
+    if not binary().exists():
+        unavailable(f"toxiproxy (make toxiproxy) at {binary()}")
+    proxy = Toxiproxy(tmp_path / "toxiproxy.log")
+    try:
+        port = proxy.proxy("redis", redis_server.port)
+        writer, running = _writer_running(f"redis://127.0.0.1:{port}", tmp_path)
+        try:
+            relists = Relists(writer, BUSY)
+            r = redis_server.client()
+            running.written(r, BUSY, _event(ev.ADDED, "busy", 10))
+            running.written(r, BUSY, _event(ev.MODIFIED, "busy", 11))
+            (mark,) = cast(list[bytes], r.hmget(KEYS.checkpoint_marks, [BUSY]))
+
+            proxy.toxic("redis", "timeout", {"timeout": 0}, "downstream")  # replies vanish
+            r.hset(KEYS.checkpoint_marks, BUSY, int(mark) - 1)  # Redis went back a write
+            wait_until(
+                lambda: r.hget(KEYS.checkpoint_marks, BUSY) == mark, 30, "the check that ran"
+            )
+            proxy.clear("redis")
+
+            wait_until(lambda: relists.asked[BUSY], 30, "the loss reported")
+            assert relists.asked[BUSY] == ["redis-lost"]
+        finally:
+            running.stop.set()
+            running.thread.join(30)
+    finally:
+        proxy.stop()
 
 
 def _restarted(redis_server: RedisServer, tmp_path: Path) -> StreamWriter:

@@ -85,3 +85,26 @@ def test_a_mark_past_ours_that_we_wrote_is_our_own_append_sent_twice() -> None:
     assert guard.expected == {JOBS: 7}
     assert guard.checked([JOBS], [b"8", ME]).conflicts == []
     assert guard.expected == {JOBS: 8}
+
+
+def test_a_loss_noted_in_redis_is_a_loss_until_the_scope_owes_its_relist() -> None:
+    # The check that found it ran, but its reply never came back: guard.lua left
+    # the note on the writer, and the mark it put back looks like ours.
+    guard = ScopeGuard(ME.decode())
+    guard.load({JOBS: 7})
+    assert guard.checked([JOBS], [b"7", ME + b" lost"]).losses == [Loss(JOBS, "7", 7)]
+    assert guard.owed == {JOBS: False}
+    # Owed now: the note says nothing new, and the next append carries "owed".
+    assert guard.checked([JOBS], [b"7", ME + b" lost"]).losses == []
+    plan = guard.plan([(JOBS, ev.RELIST_BEGIN)], {})
+    assert plan.owed_before == {JOBS}
+    assert guard.committed(plan, [b"7", ME + b" lost", 8]).losses == []
+
+
+def test_a_note_left_by_an_earlier_process_of_this_watcher_is_a_loss_too() -> None:
+    guard = ScopeGuard(ME.decode())
+    guard.load({JOBS: 7})
+    plan = guard.plan([(JOBS, ev.ADDED)], {JOBS: "40"})
+    verdict = guard.committed(plan, [b"7", OTHER + b" lost", 8])
+    assert verdict.losses == [Loss(JOBS, "7", 7)] and verdict.conflicts == []
+    assert guard.owed == {JOBS: False}
