@@ -9,16 +9,18 @@
 -- second watcher from our own append sent twice (a retry after a timeout).
 --
 -- A loss found is also written down: the writer becomes "<id> lost" until an
--- append from a watcher that already owes the scope a relist. So a reply lost on
--- the way back (the check or append did run) cannot hide the loss: the next call
--- finds the note and reports it again, and no checkpoint moves meanwhile.
+-- append from a watcher that owes the scope a relist not yet begun (which covers
+-- the loss). So a reply lost on the way back (the check or append did run) cannot
+-- hide the loss: the next call finds the note and reports it again, and no
+-- checkpoint moves meanwhile. A relist already begun does not cover it: the loss
+-- may have taken its BEGIN and pages.
 --
 -- KEYS: 1 marks hash, 2 checkpoints hash, 3 writers hash
 -- ARGV: 1 mode: "append" (raise marks, write checkpoints) or "check" (no append),
 --       2 this watcher's id,
 --       then per scope a quadruple: scope, expected mark ("" = none yet),
---       new checkpoint ("" = leave it), "1" if the watcher already owes the
---       scope a relist (it knows of any loss) else ""
+--       new checkpoint ("" = leave it), "1" if the watcher owes the scope a
+--       relist that has not begun (it covers any loss) else ""
 -- Returns per scope: the mark stored before the call ("" = none), the writer of
 -- that mark ("" = unknown) and, in append mode, the mark after it. A check that
 -- finds a loss puts our mark back, so an even older copy of Redis (a snapshot

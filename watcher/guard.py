@@ -68,7 +68,9 @@ class Plan(msgspec.Struct, frozen=True):
     checkpoints: dict[str, str]
     scopes: list[str]
     owed_after: dict[str, bool]
-    # Scopes owing a relist when the append was planned: they know of any loss.
+    # Scopes owing a relist not yet begun when the append was planned: that relist
+    # covers any loss found now. (A loss once the relist has begun may take its
+    # BEGIN and pages with it, so it must be noted, and owed again.)
     owed_before: frozenset[str] = frozenset()
 
 
@@ -84,6 +86,10 @@ class ScopeGuard:
     def load(self, marks: dict[str, int]) -> None:
         """The marks Redis (or the spool) held when the watcher started."""
         self.expected.update(marks)
+
+    def awaiting_relist(self) -> frozenset[str]:
+        """Scopes owing a relist that has not begun: it covers any loss found now."""
+        return frozenset(scope for scope, begun in self.owed.items() if not begun)
 
     def owe_relist(self, scope: str) -> None:
         """From now on scope's checkpoint stays until a relist begun after now ends."""
@@ -102,7 +108,7 @@ class ScopeGuard:
                 del owed[scope]
         scopes = list(dict.fromkeys([*(s for s, _ in writes), *checkpoints]))
         allowed = {s: rv for s, rv in checkpoints.items() if s not in owed}
-        return Plan(allowed, scopes, owed, frozenset(self.owed))
+        return Plan(allowed, scopes, owed, self.awaiting_relist())
 
     def add_append(self, batch: Batch, keys: Sequence[Arg], plan: Plan) -> None:
         """The guard call of an append (last command of its MULTI/EXEC)."""
@@ -116,8 +122,9 @@ class ScopeGuard:
         """A read-only check of our scopes that have a mark; the scopes it covers."""
         scopes = sorted(set(ours) & set(self.expected))
         args: list[Arg] = [CHECK, self.writer_id]
+        awaiting = self.awaiting_relist()
         for scope in scopes:
-            args += (scope, str(self.expected[scope]), "", "1" if scope in self.owed else "")
+            args += (scope, str(self.expected[scope]), "", "1" if scope in awaiting else "")
         batch.add(b"EVAL", GUARD_SOURCE, len(keys), *keys, *args)
         return scopes
 
@@ -134,7 +141,7 @@ class ScopeGuard:
 
     def checked(self, scopes: list[str], reply: object) -> Verdict:
         flat = _strings(reply)
-        verdict = self._judge(scopes, flat[0::2], flat[1::2], frozenset(self.owed))
+        verdict = self._judge(scopes, flat[0::2], flat[1::2], self.awaiting_relist())
         for scope, stored in zip(scopes, flat[0::2], strict=True):
             if stored and int(stored) > self.expected.get(scope, 0):
                 self.expected[scope] = int(stored)  # a second writer's, or our own repeat

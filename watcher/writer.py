@@ -10,7 +10,6 @@ asks the scope's reflector to relist in both cases: whoever drops, relists.
 """
 
 import contextlib
-import json
 import logging
 import os
 import queue
@@ -27,7 +26,7 @@ from common import rediserrors
 from common import rv as rvs
 from common.events import StreamEvent
 from common.keys import Keys
-from common.mirror import RESET
+from common.records import RESET_CHANGE, WatcherStatus, change_fields, encode_watcher_status
 from common.redisconn import text
 from common.resp import Batch
 from watcher.append import append_batch
@@ -144,6 +143,10 @@ class StreamWriter:
         self.spool_lost_records = spool.quarantined
         self._next_guard_check = 0.0
         self._relisters: dict[str, Callable[[str], None]] = {}
+        # Relists owed by scopes whose reflector has not registered yet (the spool
+        # drains as the watcher starts): asked as soon as it does. Both under the lock.
+        self._unasked: dict[str, str] = {}
+        self._relisters_lock = threading.Lock()
         self._conflict_logged: dict[str, float] = {}
         # Why Redis took nothing last time ("" while writes go through): /readyz says it.
         self.redis_problem = ""
@@ -167,8 +170,13 @@ class StreamWriter:
         self._update_spool_gauges()
 
     def on_relist(self, scope: str, request: Callable[[str], None]) -> None:
-        """How to ask scope's reflector to relist (called with the reason)."""
-        self._relisters[scope] = request
+        """How to ask scope's reflector to relist (called with the reason); a
+        relist it owes already is asked at once."""
+        with self._relisters_lock:
+            self._relisters[scope] = request
+            reason = self._unasked.pop(scope, None)
+        if reason is not None:
+            request(reason)
 
     # ---- startup --------------------------------------------------------------------------
 
@@ -216,6 +224,7 @@ class StreamWriter:
         for scope in owed:
             checkpoints.pop(scope, None)
             self.relist_at_start[scope] = "owed"
+            self.guard.owe_relist(scope)
         return checkpoints
 
     # ---- main loop ------------------------------------------------------------------------
@@ -307,11 +316,18 @@ class StreamWriter:
         for scope in dict.fromkeys(item.scope for item in batch):
             self._owe_relist(scope, "spool-full")
 
+    def _our_scopes(self) -> list[str]:
+        with self._relisters_lock:
+            return list(self._relisters)
+
     def _owe_relist(self, scope: str, reason: str) -> None:
         self.guard.owe_relist(scope)
-        request = self._relisters.get(scope)
-        if request is not None:
-            request(reason)
+        with self._relisters_lock:
+            request = self._relisters.get(scope)
+            if request is None:
+                self._unasked[scope] = reason
+                return
+        request(reason)
 
     def _write(
         self, entries: list[StreamEvent], scopes: list[str], checkpoints: dict[str, str]
@@ -332,15 +348,14 @@ class StreamWriter:
             self.redis_problem = ""
 
     def _report(self, verdict: Verdict) -> None:
-        """Say what the guard found, and relist what Redis lost (of our own scopes:
-        other watchers on this Redis answer for theirs)."""
-        if any(loss.scope in self._relisters for loss in verdict.losses):
+        """Say what the guard found, and relist what Redis lost. Verdicts are about
+        our own scopes only (what we appended, or checked: other watchers on this
+        Redis answer for theirs), also before their reflectors registered."""
+        if verdict.losses:
             # The change feed forgot too (or went back): its readers must read afresh.
             with contextlib.suppress(redis.RedisError):
-                self._r.xadd(self._keys.changes, {"key": "", "type": RESET, "rv": "", "phase": ""})
+                self._r.xadd(self._keys.changes, change_fields(RESET_CHANGE))  # type: ignore[arg-type]
         for loss in verdict.losses:
-            if loss.scope not in self._relisters:
-                continue
             self._metrics.redis_losses.inc()
             log.warning(
                 "redis lost writes of %s (its mark is %s, we wrote %d): relisting it",
@@ -352,8 +367,6 @@ class StreamWriter:
             self._owe_relist(loss.scope, "redis-lost")
         now = time.monotonic()
         for conflict in verdict.conflicts:
-            if conflict.scope not in self._relisters:
-                continue
             self._metrics.scope_conflicts.inc()
             if now - self._conflict_logged.get(conflict.scope, -3600.0) >= 60.0:
                 self._conflict_logged[conflict.scope] = now
@@ -404,7 +417,7 @@ class StreamWriter:
         evict keys (a maxmemory-policy other than noeviction drops state keys the
         marks cannot tell)? Also puts the cluster's identity back if Redis lost it."""
         batch = Batch()
-        scopes = self.guard.add_check(batch, self._guard_keys, self._relisters)
+        scopes = self.guard.add_check(batch, self._guard_keys, self._our_scopes())
         batch.add(b"INFO", b"stats")
         batch.add(b"GET", self._keys.cluster)
         try:
@@ -443,17 +456,20 @@ class StreamWriter:
         if evicted is None:
             return
         before, self._evicted = self._evicted, evicted
-        if before is not None and evicted > before:
+        # A count lower than before: Redis restarted (or CONFIG RESETSTAT), and what
+        # it counts now was evicted since then.
+        new = evicted - before if before is not None and evicted >= before else evicted
+        if before is not None and new > 0:
             log.warning(
                 "redis evicted %d keys (maxmemory-policy is not noeviction): every scope relists",
-                evicted - before,
+                new,
             )
-            self._metrics.redis_evictions.inc(evicted - before)
+            self._metrics.redis_evictions.inc(new)
             self._eviction_pending = True
         now = time.monotonic()
         if self._eviction_pending and now - self._last_eviction_relist >= EVICTION_RELIST_EVERY_S:
             self._last_eviction_relist, self._eviction_pending = now, False
-            scopes = list(self._relisters)
+            scopes = self._our_scopes()
             # What was evicted sits behind checkpoints that are intact: drop them, so a
             # watcher restarted before its relist lands lists instead of resuming.
             if scopes:
@@ -531,21 +547,21 @@ class StreamWriter:
         we cannot tell, so every scope relists."""
         log.error("a spool record does not decode: every scope relists")
         self._metrics.spool_lost_records.inc()
-        for scope in list(self._relisters):
+        for scope in self._our_scopes():
             self._owe_relist(scope, "spool-corrupt")
 
     def _publish_status(self) -> None:
-        status = {
-            "pid": os.getpid(),
-            "spool_bytes": self._spool.size_bytes,
-            "spool_records": len(self._spool),
-            "spool_dir": str(self._spool.directory),
-            "last_event_ns": self._last_event_ns,
-            "updated_ns": time.time_ns(),
-            "health": self.describe(),
-        }
+        status = WatcherStatus(
+            pid=os.getpid(),
+            spool_bytes=self._spool.size_bytes,
+            spool_records=len(self._spool),
+            spool_dir=str(self._spool.directory),
+            last_event_ns=self._last_event_ns,
+            updated_ns=time.time_ns(),
+            health=self.describe(),
+        )
         try:
-            self._r.hset(self._keys.watchers, self.watcher_id, json.dumps(status))
+            self._r.hset(self._keys.watchers, self.watcher_id, encode_watcher_status(status))
         except redis.RedisError as exc:
             self._set_up(False, exc)
 

@@ -66,9 +66,20 @@ class Running:
         self.writer.put(Item(event, scope, str(rv) if rv else None), self.stop)
 
     def written(self, r: "redis.Redis", scope: str, event: ev.StreamEvent) -> None:
-        """Append one event and wait (bounded) until its checkpoint is in Redis."""
+        """Append one event and wait (bounded) until its checkpoint is in Redis and the
+        writer has its reply (else a fault injected next may cut the reply off: the
+        writer then spools the batch and sends it again, and nothing is lost)."""
         self.put(scope, event, int(event.rv))
-        wait_until(lambda: _checkpoint(r, scope) == event.rv.encode(), 10, "the append")
+
+        def answered() -> bool:
+            mark = r.hget(KEYS.checkpoint_marks, scope)
+            return (
+                _checkpoint(r, scope) == event.rv.encode()
+                and mark is not None
+                and (self.writer.guard.expected.get(scope) == int(mark))
+            )
+
+        wait_until(answered, 10, "the append and its reply")
 
     def settled(self) -> bool:
         return self.writer.queue.empty() and self.sample("kube2redis_watcher_spool_records") == 0
@@ -215,11 +226,13 @@ def test_a_loss_whose_reply_never_came_back_is_still_found(
         proxy.stop()
 
 
-def _restarted(redis_server: RedisServer, tmp_path: Path) -> StreamWriter:
+def _restarted(
+    redis_server: RedisServer, tmp_path: Path, metrics: WatcherMetrics | None = None
+) -> StreamWriter:
     """A new watcher process's writer on the same spool, Redis unreachable or not."""
     client = connect(redis_server.url, retries=0, socket_timeout=2.0)
     spool = Spool(tmp_path / "spool", max_bytes=64 * 1024)
-    return StreamWriter(client, KEYS, spool, WatcherMetrics(), WriterSettings())
+    return StreamWriter(client, KEYS, spool, metrics or WatcherMetrics(), WriterSettings())
 
 
 def test_a_scope_owing_a_relist_does_not_resume_from_a_spooled_checkpoint(
@@ -244,6 +257,34 @@ def test_a_scope_owing_a_relist_does_not_resume_from_a_spooled_checkpoint(
 
     assert QUIET not in checkpoints  # it relists at start instead of resuming at 13
     assert restarted.relist_at_start == {QUIET: "owed"}
+
+
+def test_a_loss_the_start_up_drain_finds_is_relisted_once_the_reflector_registers(
+    redis_server: RedisServer, writer_on: tuple[StreamWriter, Running], tmp_path: Path
+) -> None:
+    _, running = writer_on
+    r = redis_server.client()
+    running.written(r, QUIET, _event(ev.ADDED, "quiet", 11))
+    redis_server.kill()
+    running.put(QUIET, _event(ev.MODIFIED, "quiet", 12), 12)
+    wait_until(lambda: running.sample("kube2redis_watcher_spool_records") == 1, 10, "spooled")
+    running.stop.set()
+    running.thread.join(30)
+    redis_server.restart_empty()
+
+    # A new watcher process: its writer drains the spool before any reflector exists.
+    metrics = WatcherMetrics()
+    restarted = _restarted(redis_server, tmp_path, metrics)
+    restarted.load_checkpoints()
+    again = Running(restarted, metrics)
+    try:
+        wait_until(again.settled, 10, "the drain")
+        relists = Relists(restarted, QUIET)
+        assert relists.asked[QUIET] == ["redis-lost"]
+        assert _checkpoint(r, QUIET) is None  # nothing resumes past the loss
+    finally:
+        again.stop.set()
+        again.thread.join(30)
 
 
 def test_a_spool_record_lost_on_disk_makes_every_scope_relist(

@@ -108,3 +108,23 @@ def test_a_note_left_by_an_earlier_process_of_this_watcher_is_a_loss_too() -> No
     verdict = guard.committed(plan, [b"7", OTHER + b" lost", 8])
     assert verdict.losses == [Loss(JOBS, "7", 7)] and verdict.conflicts == []
     assert guard.owed == {JOBS: False}
+
+
+def test_a_loss_once_the_relist_has_begun_is_noted_and_owed_again() -> None:
+    # The loss may have taken the relist's BEGIN and pages with it: that relist
+    # does not cover it, so its END must not move the checkpoint.
+    guard = ScopeGuard(ME.decode())
+    guard.load({JOBS: 2})
+    guard.owe_relist(JOBS)
+    plan = guard.plan([(JOBS, ev.RELIST_BEGIN), (JOBS, ev.SYNC)], {})
+    assert plan.owed_before == {JOBS}
+    guard.committed(plan, [b"2", ME, 3])
+    assert guard.owed == {JOBS: True}
+    assert guard.awaiting_relist() == frozenset()  # begun: appends carry no "owed"
+
+    # Redis went back to 2, the check that found it lost its reply: the note tells.
+    verdict = guard.checked([JOBS], [b"3", ME + b" lost"])
+    assert verdict.losses == [Loss(JOBS, "3", 3)]
+    assert guard.owed == {JOBS: False}  # a new relist, begun after this, is owed
+    plan = guard.plan([(JOBS, ev.RELIST_END)], {JOBS: "20"})
+    assert plan.checkpoints == {}
