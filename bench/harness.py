@@ -20,6 +20,7 @@ from typing import Any, cast
 import redis
 
 from common.events import Entry
+from common.keys import Keys
 from common.kube import KubeClient, KubeError, load_configuration
 from kube2redis.localcluster.cluster import LocalCluster
 from kube2redis.localcluster.processes import free_port
@@ -260,7 +261,7 @@ class ChangeClock:
     def _run(self) -> None:
         last = "0-0"
         while not self._stop.is_set():
-            reply = self.r.xread({"k8s:changes": last}, count=1000, block=200)
+            reply = self.r.xread({Keys().changes: last}, count=1000, block=200)
             # redis-py leaves the reply's type open; without decode_responses it is this.
             rows = cast(list[tuple[bytes, list[Entry]]], reply)
             now = time.time()

@@ -33,7 +33,7 @@ from common import events as ev
 from common.keys import Keys
 from common.objects import decode_head, decode_list_page
 from common.resp import Batch
-from projector.scripts import ApplySettings, Scripts
+from projector.scripts import Ack, ApplySettings, Mode, Scripts
 from watcher.append import xadd_args
 from watcher.reflector import PAGE_SIZE
 from watcher.spool import FsyncPolicy, Spool
@@ -147,7 +147,7 @@ def _stages(
     ms clock; one host, so they agree to well under a millisecond."""
     appended: dict[tuple[str, str], tuple[float, int]] = {}
     cursor = "-"
-    while rows := cast(list[ev.Entry], r.xrange("k8s:events", min=cursor, count=5000)):
+    while rows := cast(list[ev.Entry], r.xrange(KEYS.stream, min=cursor, count=5000)):
         for entry_id, f in rows:
             if f.get(b"namespace") == ns.encode() and b"name" in f:
                 change = (f[b"name"].decode(), f[b"rv"].decode())
@@ -182,7 +182,7 @@ def _synthetic_stream(r: "redis.Redis", entries: int, objects: int) -> None:
             f'"resourceVersion":"{i + 1000}"}},"spec":{{"x":"{body}"}}}}'
         ).encode()
         pipe.xadd(
-            "k8s:events",
+            KEYS.stream,
             ev.to_fields(
                 ev.StreamEvent(  # type: ignore[arg-type]
                     type=kind,
@@ -257,7 +257,7 @@ def replay(entries: int, objects: int) -> dict[str, float]:
         def applies(chunk: list[ev.StreamEvent]) -> Batch:
             batch = Batch()
             for e in chunk:
-                scripts.apply(batch, e, "", "0-0")
+                scripts.apply(batch, e, Ack(Mode.REPLAY, "", "0-0"))
             return batch
 
         def appends(chunk: list[ev.StreamEvent]) -> Batch:

@@ -134,10 +134,10 @@ def check_final_state(
         head = KEYS.state(kind, "", "")
         keyed = {text(k)[len(head) :] for k in r.scan_iter(match=head + "*", count=1000)}
         for member in sorted(set(live) | index | keyed):
-            stored = r.hget(KEYS.state(kind, *Keys.split_member(member)), "object")
+            stored = r.hget(KEYS.state_of(kind, member), "object")
             problem = _compare(live.get(member), stored if isinstance(stored, bytes) else None)
             if problem:
-                key = KEYS.state(kind, *Keys.split_member(member))
+                key = KEYS.state_of(kind, member)
                 history = histories.stream.get((kind, member), [])
                 history += [f"feed {c[0]} {c[1]} rv={c[2]}" for c in histories.feed.get(key, [])]
                 found.append(Violation("final-state", f"{kind} {member}", problem, history))

@@ -17,14 +17,18 @@ class Keys:
         return f"{namespace}:{name}" if namespace else name
 
     @staticmethod
-    def split_member(member: str) -> tuple[str, str]:
-        """Inverse of member(): (namespace, name); names never contain ':'."""
-        namespace, _, name = member.rpartition(":")
-        return namespace, name
+    def namespace_of(member: str, namespaced: bool) -> str:
+        """The namespace in a member. Names may contain ':' (RBAC's "system:..."),
+        namespaces (DNS labels) never do; a cluster-scoped member is all name."""
+        return member.partition(":")[0] if namespaced else ""
 
     def state(self, kind: str, namespace: str, name: str) -> str:
         """Hash holding ``object`` and ``rv`` of one live object."""
-        return f"{self.prefix}:{kind}:{self.member(namespace, name)}"
+        return self.state_of(kind, self.member(namespace, name))
+
+    def state_of(self, kind: str, member: str) -> str:
+        """The state hash of an index member."""
+        return f"{self.prefix}:{kind}:{member}"
 
     def index(self, kind: str) -> str:
         """Set of members of every stored object of a kind."""

@@ -5,10 +5,10 @@ holds all of it, and which projectors are applying to it."""
 import redis
 
 from common.keys import Keys
+from common.records import RESET_CHANGE, change_fields
 from common.redisconn import text
 
 CHUNK = 1000
-RESET = "RESET"  # change-feed type: the mirror was cleared; consumers read it afresh
 
 
 def mirrored_kinds(r: "redis.Redis", keys: Keys) -> set[str]:
@@ -32,7 +32,7 @@ def clear_state(r: "redis.Redis", keys: Keys, kinds: list[str] | None = None) ->
         members = [m.decode() for m in r.smembers(index)]  # type: ignore[union-attr]
         for i in range(0, len(members), CHUNK):
             chunk = members[i : i + CHUNK]
-            r.delete(*(keys.state(kind, *Keys.split_member(m)) for m in chunk))
+            r.delete(*(keys.state_of(kind, m) for m in chunk))
         r.delete(index)
         # And by name: a state key whose index member was lost is cleared as well.
         patterns = (keys.state(kind, "", "*"), keys.tombstone(kind, "", "*"))
@@ -41,7 +41,7 @@ def clear_state(r: "redis.Redis", keys: Keys, kinds: list[str] | None = None) ->
             for i in range(0, len(batch), CHUNK):
                 r.delete(*batch[i : i + CHUNK])
     if cleared:
-        r.xadd(keys.changes, {"key": "", "type": RESET, "rv": "", "phase": ""})
+        r.xadd(keys.changes, change_fields(RESET_CHANGE))  # type: ignore[arg-type]
     return cleared
 
 

@@ -562,7 +562,9 @@ def verify(
         from kube2redis import resyncs
 
         by_kind = {res.key_kind: res for res in resolved}
-        scopes = sorted({(d.kind, Keys.split_member(d.member)[0]) for d in drift})
+        scopes = sorted(
+            {(d.kind, Keys.namespace_of(d.member, by_kind[d.kind].namespaced)) for d in drift}
+        )
         for kind, namespace in scopes:
             wanted = ResyncRequest(
                 resource=by_kind[kind].spec.name, namespace=namespace, reason="verify-repair"

@@ -1,6 +1,6 @@
 """`kube2redis status`: what the pipeline is doing, read from Redis (and the local spool)."""
 
-import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -9,7 +9,10 @@ import msgspec
 import redis
 
 from common.keys import Keys
+from common.records import WatcherStatus, decode_watcher_status
 from common.redisconn import text
+
+log = logging.getLogger(__name__)
 
 
 class GroupStatus(msgspec.Struct):
@@ -30,7 +33,7 @@ class Status(msgspec.Struct):
     groups: list[GroupStatus]
     dead_letter: int
     checkpoints: dict[str, str]
-    watchers: dict[str, Any]
+    watchers: dict[str, WatcherStatus]
     local_spool_bytes: int | None
 
 
@@ -66,7 +69,12 @@ def collect(r: "redis.Redis", keys: Keys, spool_dir: Path | None = None) -> Stat
                 )
             )
     checkpoints = {text(k): text(v) for k, v in r.hgetall(keys.checkpoints).items()}
-    watchers = {text(k): json.loads(v) for k, v in r.hgetall(keys.watchers).items()}
+    watchers: dict[str, WatcherStatus] = {}
+    for wid, raw in r.hgetall(keys.watchers).items():
+        try:
+            watchers[text(wid)] = decode_watcher_status(raw)
+        except msgspec.MsgspecError as exc:
+            log.warning("watcher %s published a status that does not read: %s", text(wid), exc)
     spool_bytes = None
     if spool_dir is not None and spool_dir.is_dir():
         spool_bytes = sum(p.stat().st_size for p in spool_dir.glob("*.seg"))
@@ -126,12 +134,8 @@ def render(status: Status) -> Any:
     for col in ("id", "spool bytes", "spool records", "updated", "health"):
         watchers.add_column(col)
     for wid, w in sorted(status.watchers.items()):
-        updated = time.time() - w.get("updated_ns", 0) / 1e9
+        updated = time.time() - w.updated_ns / 1e9
         watchers.add_row(
-            wid,
-            str(w.get("spool_bytes")),
-            str(w.get("spool_records")),
-            f"{updated:.0f}s ago",
-            str(w.get("health", "")),
+            wid, str(w.spool_bytes), str(w.spool_records), f"{updated:.0f}s ago", w.health
         )
     return Group(overview, groups, checkpoints, watchers)

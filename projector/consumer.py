@@ -25,11 +25,12 @@ import redis
 from common import events as ev
 from common import mirror, resync
 from common.keys import Keys
+from common.records import DeadLetterNote, Outcome, dead_letter_fields
 from common.redisconn import text
 from common.rediserrors import ErrorClass, classify, describe, error_code, is_refusal
 from common.resp import Arg, Batch, call
 from projector.metrics import ProjectorMetrics
-from projector.scripts import ApplySettings, Scripts
+from projector.scripts import Ack, ApplySettings, Mode, Scripts
 
 log = logging.getLogger(__name__)
 
@@ -135,9 +136,17 @@ class Projector:
     """One consumer in the group; run() until stop is set, finishing the batch in hand."""
 
     def __init__(
-        self, r: "redis.Redis", keys: Keys, settings: ConsumerSettings, metrics: ProjectorMetrics
+        self,
+        r: "redis.Redis",
+        keys: Keys,
+        settings: ConsumerSettings,
+        metrics: ProjectorMetrics,
+        mode: Mode = Mode.ACK,
     ) -> None:
         self.r, self.keys, self.settings, self.metrics = r, keys, settings, metrics
+        # Mode.REPLAY: applies entries it is handed, outside any group (`replay`).
+        self.mode = mode
+        self.acking = mode is Mode.ACK
         self.consumer = settings.consumer or default_consumer_name()
         self.scripts = Scripts(keys, settings.apply)
         self.refusals = Refusals(metrics)
@@ -260,9 +269,9 @@ class Projector:
         queued, dead = self._parse(entries)
         results = self._run(queued)
         now_ns = time.time_ns()
-        outcomes: Counter[str] = Counter()
+        outcomes: Counter[Outcome] = Counter()
         # A replay (no group) applies old entries: their age is not a latency.
-        observe_latency = bool(self.settings.group)
+        observe_latency = self.acking
         for (entry_id, applied), result in zip(queued, results, strict=True):
             if applied is None:
                 continue
@@ -271,7 +280,8 @@ class Projector:
                 reason = f"apply failed: {describe(result)}"
                 dead.append((entry_id, dict(ev.to_fields(applied)), reason))
                 continue
-            outcomes[result.decode() if isinstance(result, bytes) else "relist"] += 1
+            # The scripts answer an outcome's name; relist.lua and XACK a count.
+            outcomes[Outcome(result.decode()) if isinstance(result, bytes) else Outcome.RELIST] += 1
             if observe_latency and not applied.is_marker:
                 self.metrics.latency.observe(max(0, now_ns - applied.received_ns) / 1e9)
         for outcome, count in outcomes.items():
@@ -293,7 +303,7 @@ class Projector:
             if not fields:
                 # Trimmed while pending (Redis 7 keeps the id, drops the fields).
                 self.metrics.trimmed_pending.inc()
-                if self.settings.group:
+                if self.acking:
                     queued.append((entry_id, None))
                 continue
             try:
@@ -351,17 +361,18 @@ class Projector:
         batch = Batch()
         group = self.settings.group
         for entry_id, event in queued:
+            ack = Ack(self.mode, group, entry_id)
             if event is None:
                 batch.add(b"XACK", self.keys.stream, group, entry_id)
             elif event.type == ev.RELIST_END:
-                self.scripts.relist_end(batch, event, group, entry_id)
+                self.scripts.relist_end(batch, event, ack)
             elif event.type == ev.RELIST_BEGIN:
-                if group:
+                if self.acking:
                     batch.add(b"XACK", self.keys.stream, group, entry_id)
                 else:
-                    batch.add(b"ECHO", b"relist")
+                    batch.add(b"ECHO", Outcome.RELIST.value)
             else:
-                self.scripts.apply(batch, event, group, entry_id)
+                self.scripts.apply(batch, event, ack)
         return batch
 
     # ---- refusals -------------------------------------------------------------------------
@@ -397,7 +408,7 @@ class Projector:
         XCLAIM ... JUSTID does not count one. Redis 7 allows XPENDING and XCLAIM
         under OOM."""
         group = self.settings.group
-        if not group or not held:
+        if not self.acking or not held:
             return
         self.heartbeat(renew_only=True)
         stream = self.keys.stream
@@ -432,9 +443,9 @@ class Projector:
         batch = Batch()
         group = self.settings.group
         for entry_id, fields, reason in dead:
-            record = {**fields, "dead_reason": reason, "dead_id": entry_id, "dead_group": group}
+            record = dead_letter_fields(fields, DeadLetterNote(reason, entry_id, group))
             batch.add(b"XADD", self.keys.dead_letter, b"*", *chain.from_iterable(record.items()))
-            if group:
+            if self.acking:
                 batch.add(b"XACK", self.keys.stream, group, entry_id)
         return batch
 
@@ -442,7 +453,7 @@ class Projector:
         """Say this consumer is alive (`replay --rebuild` refuses to run under it).
         renew_only: while Redis refuses writes, EXPIRE (which it still takes) keeps
         the heartbeat alive though SET would be refused."""
-        if not self.settings.group:
+        if not self.acking:
             return
         key = self.keys.projector(self.settings.group, self.consumer)
         # Housekeeping: a refusal here is met, and reported, by the applies.
@@ -454,7 +465,7 @@ class Projector:
 
     def retire(self) -> None:
         """Stopped: take the heartbeat back, so a rebuild may run at once."""
-        if self.settings.group:
+        if self.acking:
             with contextlib.suppress(redis.RedisError):
                 self.r.delete(self.keys.projector(self.settings.group, self.consumer))
 

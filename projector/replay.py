@@ -15,6 +15,7 @@ from common.redisconn import text
 from common.resp import call
 from projector.consumer import ConsumerSettings, Projector
 from projector.metrics import ProjectorMetrics
+from projector.scripts import Mode
 
 CHUNK = 1000  # entries per XRANGE
 
@@ -36,7 +37,7 @@ def replay(
 ) -> ReplaySummary:
     """Apply every entry from start to end (inclusive) without touching the group."""
     metrics = ProjectorMetrics()
-    applier = Projector(r, keys, msgspec.structs.replace(settings, group=""), metrics)
+    applier = Projector(r, keys, settings, metrics, Mode.REPLAY)
     applier.scripts.load(r)
     began = time.perf_counter()
     total = 0

@@ -2,12 +2,16 @@
 
 Calls are EVALSHA commands added to a hand-packed batch (common/resp.py); a
 NOSCRIPT reply (Redis restarted or its script cache flushed) is answered by
-load() and a resend of the same calls.
+load() and a resend of the same calls. Each script is lua/shared.lua put in
+front of the script's own text, so the rules they share are written once.
 """
 
+import enum
 import hashlib
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import msgspec
 import redis
@@ -21,6 +25,78 @@ from common.resp import Arg, Batch
 # Set only by the chaos run that shows its checker catches a broken projector
 # (chaos/world.py): apply.lua without its resourceVersion compare.
 BREAK_CAS_ENV = "KUBE2REDIS_CHAOS_BREAK_CAS"
+LUA_DIR = Path(__file__).with_name("lua")
+SHEBANG = b"#!lua\n"
+
+
+class Mode(enum.StrEnum):
+    """How a script treats the entry it applies."""
+
+    ACK = "ack"  # a group's consumer: only a pending entry applies, acked in the same call
+    REPLAY = "replay"  # `kube2redis replay`: the group is not touched
+
+
+class Ack(NamedTuple):
+    """Where an applied entry is acknowledged (ignored in Mode.REPLAY)."""
+
+    mode: Mode
+    group: str
+    entry_id: str
+
+
+class ApplyKeys(NamedTuple):
+    """apply.lua's KEYS, in its order."""
+
+    state: str
+    kind_index: str
+    tombstone: str
+    changes: str
+    relist_ns: str
+    relist_ns_members: str
+    relist_all: str
+    relist_all_members: str
+    stream: str
+
+
+class ApplyArgs(NamedTuple):
+    """apply.lua's ARGV, in its order."""
+
+    typ: str
+    rv: str
+    object: bytes
+    member: str
+    tombstone_ttl: int
+    phase: str
+    changes_maxlen: int
+    uid: str
+    mode: str
+    group: str
+    entry_id: str
+
+
+class RelistKeys(NamedTuple):
+    """relist.lua's KEYS, in its order."""
+
+    kind_index: str
+    relist: str
+    relist_members: str
+    changes: str
+    stream: str
+
+
+class RelistArgs(NamedTuple):
+    """relist.lua's named ARGV, in its order; the listed members follow them."""
+
+    list_rv: str
+    scope: str
+    state_prefix: str
+    tombstone_prefix: str
+    tombstone_ttl: int
+    changes_maxlen: int
+    mode: str
+    group: str
+    entry_id: str
+    purge: str
 
 
 class ApplySettings(msgspec.Struct, frozen=True):
@@ -34,7 +110,10 @@ class Script(msgspec.Struct, frozen=True):
 
     @classmethod
     def read(cls, name: str) -> "Script":
-        source = Path(__file__).with_name(name).read_bytes()
+        """lua/<name> with lua/shared.lua put in front (after its "#!lua" line)."""
+        own = (LUA_DIR / name).read_bytes()
+        assert own.startswith(SHEBANG), f"{name} must start with {SHEBANG!r}"
+        source = SHEBANG + (LUA_DIR / "shared.lua").read_bytes() + own[len(SHEBANG) :]
         return cls(source, hashlib.sha1(source, usedforsecurity=False).hexdigest().encode())
 
     def without_cas(self) -> "Script":
@@ -43,7 +122,7 @@ class Script(msgspec.Struct, frozen=True):
         assert source != self.source, "apply.lua changed: the chaos switch needs updating"
         return Script(source, hashlib.sha1(source, usedforsecurity=False).hexdigest().encode())
 
-    def call(self, batch: Batch, keys: list[str], args: list[Arg]) -> None:
+    def call(self, batch: Batch, keys: Sequence[str], args: Sequence[Arg]) -> None:
         batch.add(b"EVALSHA", self.sha, len(keys), *keys, *args)
 
 
@@ -66,55 +145,55 @@ class Scripts:
         for script in (self.apply_script, self.relist_script):
             r.script_load(script.source)
 
-    def apply(self, batch: Batch, event: StreamEvent, group: str, entry_id: str) -> None:
+    def apply(self, batch: Batch, event: StreamEvent, ack: Ack) -> None:
         """Add the change an object event makes (and the entry's XACK) to batch."""
         k = self.keys
-        member = k.member(event.namespace, event.name)
-        keys = [
-            k.state(event.kind, event.namespace, event.name),
-            k.index(event.kind),
-            k.tombstone(event.kind, event.namespace, event.name),
-            k.changes,
-            k.relist(event.kind, event.namespace),
-            k.relist_members(event.kind, event.namespace),
-            k.relist(event.kind, ""),
-            k.relist_members(event.kind, ""),
-            k.stream,
-        ]
-        args: list[Arg] = [
-            event.type,
-            event.rv,
-            event.object,
-            member,
-            self.settings.tombstone_ttl_s,
-            phase_of(event.object) if event.object else "",
-            self.settings.changes_maxlen,
-            event.uid,
-            group,
-            entry_id,
-        ]
+        keys = ApplyKeys(
+            state=k.state(event.kind, event.namespace, event.name),
+            kind_index=k.index(event.kind),
+            tombstone=k.tombstone(event.kind, event.namespace, event.name),
+            changes=k.changes,
+            relist_ns=k.relist(event.kind, event.namespace),
+            relist_ns_members=k.relist_members(event.kind, event.namespace),
+            relist_all=k.relist(event.kind, ""),
+            relist_all_members=k.relist_members(event.kind, ""),
+            stream=k.stream,
+        )
+        args = ApplyArgs(
+            typ=event.type,
+            rv=event.rv,
+            object=event.object,
+            member=k.member(event.namespace, event.name),
+            tombstone_ttl=self.settings.tombstone_ttl_s,
+            phase=phase_of(event.object) if event.object else "",
+            changes_maxlen=self.settings.changes_maxlen,
+            uid=event.uid,
+            mode=ack.mode,
+            group=ack.group,
+            entry_id=ack.entry_id,
+        )
         self.apply_script.call(batch, keys, args)
 
-    def relist_end(self, batch: Batch, event: StreamEvent, group: str, entry_id: str) -> None:
+    def relist_end(self, batch: Batch, event: StreamEvent, ack: Ack) -> None:
         """Add a RELIST_END: record the listed members and sweep what vanished."""
         k = self.keys
-        keys = [
-            k.index(event.kind),
-            k.relist(event.kind, event.namespace),
-            k.relist_members(event.kind, event.namespace),
-            k.changes,
-            k.stream,
-        ]
-        args: list[Arg] = [
-            event.rv,
-            event.namespace,
-            k.state(event.kind, "", ""),
-            k.tombstone(event.kind, "", ""),
-            self.settings.tombstone_ttl_s,
-            self.settings.changes_maxlen,
-            group,
-            entry_id,
-            1 if event.purge else 0,
-            *decode_members(event.members),
-        ]
-        self.relist_script.call(batch, keys, args)
+        keys = RelistKeys(
+            kind_index=k.index(event.kind),
+            relist=k.relist(event.kind, event.namespace),
+            relist_members=k.relist_members(event.kind, event.namespace),
+            changes=k.changes,
+            stream=k.stream,
+        )
+        args = RelistArgs(
+            list_rv=event.rv,
+            scope=event.namespace,
+            state_prefix=k.state(event.kind, "", ""),
+            tombstone_prefix=k.tombstone(event.kind, "", ""),
+            tombstone_ttl=self.settings.tombstone_ttl_s,
+            changes_maxlen=self.settings.changes_maxlen,
+            mode=ack.mode,
+            group=ack.group,
+            entry_id=ack.entry_id,
+            purge="1" if event.purge else "",
+        )
+        self.relist_script.call(batch, keys, (*args, *decode_members(event.members)))

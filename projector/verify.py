@@ -41,7 +41,7 @@ def verify_resource(
         live.update(live_objects(kube, resource, namespace))
 
     def in_scope(member: str) -> bool:
-        return not scopes[0] or Keys.split_member(member)[0] in scopes
+        return not scopes[0] or Keys.namespace_of(member, resource.namespaced) in scopes
 
     index = {m.decode() for m in r.smembers(keys.index(kind))}  # type: ignore[union-attr]
     prefix = keys.state(kind, "", "")
@@ -49,7 +49,7 @@ def verify_resource(
     members = sorted({m for m in index | keyed | set(live) if in_scope(m)})
     pipe = r.pipeline(transaction=False)
     for member in members:
-        pipe.hget(keys.state(kind, *Keys.split_member(member)), "rv")
+        pipe.hget(keys.state_of(kind, member), "rv")
     stored = dict(zip(members, pipe.execute(), strict=True))
     drift = []
     for member in members:

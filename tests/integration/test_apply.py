@@ -11,6 +11,7 @@ from common import events as ev
 from common.keys import Keys
 from projector.consumer import ConsumerSettings, Projector
 from projector.metrics import ProjectorMetrics
+from projector.scripts import Mode
 from tests.servers import append_event, read_stream
 from watcher.retention import safe_min_id, trim
 
@@ -69,8 +70,8 @@ def _history() -> list[ev.StreamEvent]:
     ]
 
 
-def _projector(r: "redis.Redis", **settings: Any) -> Projector:
-    return Projector(r, KEYS, ConsumerSettings(**settings), ProjectorMetrics())
+def _projector(r: "redis.Redis", mode: Mode = Mode.ACK, **settings: Any) -> Projector:
+    return Projector(r, KEYS, ConsumerSettings(**settings), ProjectorMetrics(), mode)
 
 
 def _apply(r: "redis.Redis", events: list[ev.StreamEvent]) -> None:
@@ -86,7 +87,7 @@ def _apply(r: "redis.Redis", events: list[ev.StreamEvent]) -> None:
         )
         for i, e in zip(ids, events, strict=True)
     ]
-    _projector(r, group="").apply(rows)
+    _projector(r, Mode.REPLAY).apply(rows)
 
 
 def state(r: "redis.Redis") -> dict[str, Any]:
@@ -124,7 +125,7 @@ def test_twice_shuffled_and_duplicated_give_the_same_state(r: "redis.Redis") -> 
 
 
 def test_stale_events_and_tombstones_count_as_such(r: "redis.Redis") -> None:
-    p = _projector(r, group="")
+    p = _projector(r, Mode.REPLAY)
     events = [
         _event(ev.ADDED, "x", "20"),
         _event(ev.MODIFIED, "x", "19"),
