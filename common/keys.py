@@ -3,6 +3,8 @@
 from dataclasses import dataclass
 
 DEFAULT_PREFIX = "k8s"
+# The projectors' consumer group on the stream (the watcher's retention respects it).
+DEFAULT_GROUP = "projector"
 
 
 @dataclass(frozen=True, slots=True)

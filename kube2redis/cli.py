@@ -15,12 +15,24 @@ import redis
 
 from common import logs, redisconn
 from common.errors import ConfigError, Kube2RedisError
-from common.keys import DEFAULT_PREFIX, Keys
+from common.keys import DEFAULT_GROUP, DEFAULT_PREFIX, Keys
 from common.kube import KubeClient, load_configuration
 from common.resources import DEFAULT_RESOURCES, ResourceSpec, parse
+from projector.consumer import ConsumerSettings
+from projector.scripts import ApplySettings
+from watcher.run import WatcherConfig
+from watcher.writer import WriterSettings
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("kube2redis")
+
+
+def default_of(settings: type[msgspec.Struct], name: str) -> Any:
+    """The default of a settings Struct's field: each default is stated there, once."""
+    for field in msgspec.structs.fields(settings):
+        if field.name == name:
+            return field.default
+    raise AttributeError(f"{settings.__name__} has no field {name!r}")
 
 
 def option(*decls: str, **attrs: Any) -> Callable[[F], F]:
@@ -169,28 +181,28 @@ def _specs(resources: tuple[str, ...]) -> list[ResourceSpec]:
 @option(
     "--spool-max-bytes",
     type=click.IntRange(min=1 << 20),
-    default=1 << 30,
+    default=default_of(WatcherConfig, "spool_max_bytes"),
     show_default=True,
     help="Spool bound; when full the watches pause and relist later.",
 )
 @option(
     "--spool-fsync",
     type=click.Choice(["always", "interval", "never"]),
-    default="interval",
+    default=default_of(WatcherConfig, "spool_fsync"),
     show_default=True,
     help="fsync policy (interval = every 100 ms).",
 )
 @option(
     "--batch-size",
     type=click.IntRange(min=1),
-    default=500,
+    default=default_of(WriterSettings, "batch_size"),
     show_default=True,
     help="Most entries per MULTI/EXEC.",
 )
 @option(
     "--linger-ms",
     type=click.FloatRange(min=0),
-    default=0.0,
+    default=default_of(WriterSettings, "linger_s") * 1000,
     show_default=True,
     help="Wait this long for more events before appending a batch. 0: append what is "
     "queued at once (events arriving during an append form the next batch).",
@@ -198,13 +210,15 @@ def _specs(resources: tuple[str, ...]) -> list[ResourceSpec]:
 @option(
     "--retention",
     type=click.FloatRange(min=1),
-    default=86400.0,
+    default=default_of(WriterSettings, "retention_s"),
     show_default=True,
     help="Seconds of stream kept (never trims what the group has not acked).",
 )
-@option("--group", default="projector", show_default=True, help="Projector group to respect.")
-@option("--health-host", default="0.0.0.0", show_default=True)  # noqa: S104 - kubelet probes
-@option("--health-port", type=int, default=8080, show_default=True)
+@option("--group", default=DEFAULT_GROUP, show_default=True, help="Projector group to respect.")
+@option("--health-host", default=default_of(WatcherConfig, "health_host"), show_default=True)
+@option(
+    "--health-port", type=int, default=default_of(WatcherConfig, "health_port"), show_default=True
+)
 @pass_settings
 def watch(
     settings: Settings,
@@ -223,8 +237,7 @@ def watch(
     health_port: int,
 ) -> None:
     """List+watch resources and append their events to the stream."""
-    from watcher.run import WatcherConfig, run
-    from watcher.writer import WriterSettings
+    from watcher.run import run
 
     config = WatcherConfig(
         resources=_specs(resources),
@@ -247,13 +260,18 @@ def watch(
 
 
 @cli.command()
-@option("--group", default="projector", show_default=True)
+@option("--group", default=DEFAULT_GROUP, show_default=True)
 @option("--consumer", default="", help="Consumer name (default: host-pid).")
-@option("--batch-size", type=click.IntRange(min=1), default=500, show_default=True)
+@option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=default_of(ConsumerSettings, "batch_size"),
+    show_default=True,
+)
 @option(
     "--block-ms",
     type=click.IntRange(min=1, max=4000),
-    default=1000,
+    default=default_of(ConsumerSettings, "block_ms"),
     show_default=True,
     help="XREADGROUP block; kept well below the socket timeout.",
 )
@@ -261,27 +279,27 @@ def watch(
 @option(
     "--reclaim-idle-ms",
     type=click.IntRange(min=100),
-    default=30000,
+    default=default_of(ConsumerSettings, "reclaim_idle_ms"),
     show_default=True,
     help="Take over entries pending this long on another consumer.",
 )
 @option(
     "--max-deliveries",
     type=click.IntRange(min=1),
-    default=5,
+    default=default_of(ConsumerSettings, "max_deliveries"),
     show_default=True,
     help="Dead-letter an entry delivered this many times.",
 )
 @option(
     "--tombstone-ttl",
     type=click.IntRange(min=1),
-    default=7 * 86400,
+    default=default_of(ApplySettings, "tombstone_ttl_s"),
     show_default=True,
     help="Seconds a delete's tombstone lives; keep it above the stream retention.",
 )
 @option(
     "--start-id",
-    default="0",
+    default=default_of(ConsumerSettings, "start_id"),
     show_default=True,
     help="Where a new group starts: 0 builds the full state, $ only new events.",
 )
@@ -303,9 +321,7 @@ def project(
     health_port: int,
 ) -> None:
     """Apply stream entries to the state keys as a consumer group member."""
-    from projector.consumer import ConsumerSettings
     from projector.run import run
-    from projector.scripts import ApplySettings
 
     consumer_settings = ConsumerSettings(
         group=group,
@@ -331,7 +347,12 @@ def project(
 @option("--to", "end", default="+", show_default=True, help="Last entry id (inclusive).")
 @option("--rebuild", is_flag=True, help="First clear the state of the kinds in scope.")
 @option("--kind", "kinds", multiple=True, help="Kinds to clear with --rebuild (default all).")
-@option("--tombstone-ttl", type=click.IntRange(min=1), default=7 * 86400, show_default=True)
+@option(
+    "--tombstone-ttl",
+    type=click.IntRange(min=1),
+    default=default_of(ApplySettings, "tombstone_ttl_s"),
+    show_default=True,
+)
 @option(
     "--processes",
     type=click.IntRange(min=1),
@@ -341,7 +362,7 @@ def project(
 )
 @option(
     "--group",
-    default="projector",
+    default=DEFAULT_GROUP,
     show_default=True,
     help="With --rebuild: the projector group that must not be running.",
 )
@@ -385,10 +406,8 @@ def replay(
     )
 
     from common import mirror
-    from projector.consumer import ConsumerSettings
     from projector.replay import replay as run_replay
     from projector.replay import replay_parallel
-    from projector.scripts import ApplySettings
 
     r = settings.redis()
     trimmed = False

@@ -24,7 +24,7 @@ import redis
 
 from common import events as ev
 from common import mirror, resync
-from common.keys import Keys
+from common.keys import DEFAULT_GROUP, Keys
 from common.records import DeadLetterNote, Outcome, dead_letter_fields
 from common.redisconn import text
 from common.rediserrors import ErrorClass, classify, describe, error_code, is_refusal
@@ -44,7 +44,7 @@ _GROUP_GONE: Final = frozenset({"NOGROUP", "UNBLOCKED"})
 
 
 class ConsumerSettings(msgspec.Struct, frozen=True):
-    group: str = "projector"
+    group: str = DEFAULT_GROUP
     consumer: str = ""
     batch_size: int = 500
     # Well below the client's socket timeout: a blocking read must never look like
