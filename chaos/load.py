@@ -3,6 +3,7 @@ status) and deleted across several namespaces, namespaces created and deleted
 too, at a steady rate chosen by a seeded generator. Every write the API server
 acknowledged is recorded with the uid and resourceVersion it answered."""
 
+import contextlib
 import json
 import logging
 import random
@@ -12,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from common.kube import KubeError
+from common.kube import KubeError, KubeNotFoundError
 from tests.servers import Kube, vcjob
 
 log = logging.getLogger(__name__)
@@ -169,19 +170,14 @@ class Load:
             answer = self.kube.client.call(
                 "PATCH", path, json.dumps(patch).encode(), content_type=MERGE
             )
-        except KubeError as exc:
-            if exc.status == 404:  # its namespace went away meanwhile
-                self.live.pop((kind, namespace, name), None)
-                return
-            raise
+        except KubeNotFoundError:  # its namespace went away meanwhile
+            self.live.pop((kind, namespace, name), None)
+            return
         self._record(op, kind, namespace, name, answer)
 
     def _delete(self, kind: str, path: str, namespace: str, name: str) -> None:
-        try:
+        with contextlib.suppress(KubeNotFoundError):
             self.kube.client.call("DELETE", path)
-        except KubeError as exc:
-            if exc.status != 404:
-                raise
         self.live.pop((kind, namespace, name), None)
         self._record("delete", kind, namespace, name)
 
@@ -232,11 +228,8 @@ class Load:
         if len(self.namespaces) > 2 and self.rng.random() < 0.5:
             namespace = self.rng.choice(self.namespaces)
             self.namespaces.remove(namespace)
-            try:
+            with contextlib.suppress(KubeNotFoundError):
                 self.kube.client.call("DELETE", f"/api/v1/namespaces/{namespace}")
-            except KubeError as exc:
-                if exc.status != 404:
-                    raise
             # The namespace controller deletes what is in it, in its own time.
             for key in [k for k in self.live if k[1] == namespace]:
                 del self.live[key]

@@ -5,6 +5,7 @@ The package's model deserialization is the known CPU hog of Python watchers,
 and its Watch helper hides 410s and dead streams; here bytes stay bytes.
 """
 
+import contextlib
 import logging
 import ssl
 import threading
@@ -27,22 +28,56 @@ log = logging.getLogger(__name__)
 
 
 class KubeError(Kube2RedisError):
-    """The API server answered with an error status (or not at all: status 0)."""
+    """The API server answered with an error status, or (KubeUnreachableError,
+    status None) not at all. Statuses that decide something have a class of their
+    own, made in one place (status_error)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int | None, message: str) -> None:
         super().__init__(message)
         self.status = status
 
-
-class ResourceNotServedError(ConfigError):
-    """Discovery found no such resource (a CRD not installed yet, or deleted)."""
+    @property
+    def transient(self) -> bool:
+        """The server's load or restart (429, 5xx), or no answer: the same request
+        can succeed later; anything else is an answer about the request."""
+        return self.status is None or self.status == 429 or self.status >= 500
 
 
 class KubeUnreachableError(KubeError):
     """No answer from the API server."""
 
     def __init__(self, host: str, reason: str) -> None:
-        super().__init__(0, f"API server {host} unreachable: {reason}")
+        super().__init__(None, f"API server {host} unreachable: {reason}")
+
+
+class KubeNotFoundError(KubeError):
+    """404: the resource (or object) is not there."""
+
+
+class KubeGoneError(KubeError):
+    """410: the resourceVersion or continue token asked for is too old (compacted),
+    as an HTTP status or as a watch's ERROR event."""
+
+
+class ResourceNotServedError(ConfigError):
+    """Discovery found no such resource (a CRD not installed yet, or deleted)."""
+
+
+_STATUS_ERRORS: dict[int, type[KubeError]] = {404: KubeNotFoundError, 410: KubeGoneError}
+
+
+def status_error(status: int, message: str) -> KubeError:
+    """The error for an API status, of the class that status decides."""
+    return _STATUS_ERRORS.get(status, KubeError)(status, message)
+
+
+@contextlib.contextmanager
+def _answered(host: str) -> Iterator[None]:
+    """Where urllib3's transport errors become KubeUnreachableError: once."""
+    try:
+        yield
+    except urllib3.exceptions.HTTPError as exc:
+        raise KubeUnreachableError(host, _reason(exc)) from exc
 
 
 class WatchCancel:
@@ -141,7 +176,7 @@ class KubeClient:
     def _open_stream(
         self, path: str, params: dict[str, str], read_timeout: float
     ) -> urllib3.BaseHTTPResponse:
-        try:
+        with _answered(self.host):
             return self._pool.request(
                 "GET",
                 f"{self.host}{path}?{urlencode(params)}",
@@ -149,8 +184,6 @@ class KubeClient:
                 preload_content=False,
                 timeout=urllib3.Timeout(connect=self._connect_timeout, read=read_timeout),
             )
-        except urllib3.exceptions.HTTPError as exc:
-            raise KubeUnreachableError(self.host, _reason(exc)) from exc
 
     def get(self, path: str, params: dict[str, str] | None = None, timeout: float = 30.0) -> bytes:
         """GET path; KubeError on any non-2xx status."""
@@ -172,7 +205,7 @@ class KubeClient:
         url = f"{self.host}{path}"
         if params:
             url = f"{url}?{urlencode(params)}"
-        try:
+        with _answered(self.host):
             resp = self._pool.request(
                 method,
                 url,
@@ -180,8 +213,6 @@ class KubeClient:
                 headers=headers,
                 timeout=urllib3.Timeout(connect=self._connect_timeout, read=timeout),
             )
-        except urllib3.exceptions.HTTPError as exc:
-            raise KubeUnreachableError(self.host, _reason(exc)) from exc
         if resp.status >= 300:
             raise _error(resp.status, resp.data, path)
         return bytes(resp.data)
@@ -205,20 +236,19 @@ class KubeClient:
         if cancel is not None:
             cancel.attach(resp)
         try:
-            if resp.status >= 300:
-                raise _error(resp.status, resp.read(), path)
-            yield b""  # the watch is established: the server accepted our resourceVersion
-            buffer = b""
-            for chunk in resp.stream(64 * 1024, decode_content=True):
-                buffer += chunk
-                if b"\n" not in chunk:
-                    continue
-                *lines, buffer = buffer.split(b"\n")
-                yield from (line for line in lines if line)
-            if buffer.strip():
-                yield buffer
-        except urllib3.exceptions.HTTPError as exc:
-            raise KubeUnreachableError(self.host, _reason(exc)) from exc
+            with _answered(self.host):
+                if resp.status >= 300:
+                    raise _error(resp.status, resp.read(), path)
+                yield b""  # the watch is established: the server accepted our resourceVersion
+                buffer = b""
+                for chunk in resp.stream(64 * 1024, decode_content=True):
+                    buffer += chunk
+                    if b"\n" not in chunk:
+                        continue
+                    *lines, buffer = buffer.split(b"\n")
+                    yield from (line for line in lines if line)
+                if buffer.strip():
+                    yield buffer
         finally:
             if cancel is not None:
                 cancel.detach()
@@ -286,4 +316,4 @@ def _error(status: int, body: bytes, path: str) -> KubeError:
         message = decode_status(body).message
     except msgspec.DecodeError:
         message = body[:200].decode(errors="replace")
-    return KubeError(status, f"{path}: HTTP {status}: {message}")
+    return status_error(status, f"{path}: HTTP {status}: {message}")

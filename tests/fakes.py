@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from common.kube import KubeError, ResourceNotServedError, WatchCancel
+from common.kube import ResourceNotServedError, WatchCancel, status_error
 from common.resources import Resource, ResourceSpec
 from watcher.writer import Item
 
@@ -66,7 +66,7 @@ class FakeKube:
         params = params or {}
         if "continue" in params and self.expire_continue_once:
             self.expire_continue_once = False
-            raise KubeError(410, f"{path}: HTTP 410: the continue token expired")
+            raise status_error(410, f"{path}: HTTP 410: the continue token expired")
         if self.fail_list is not None:
             self.fail_list()
         self.lists += 1

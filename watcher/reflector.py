@@ -36,9 +36,12 @@ from common.keys import Keys
 from common.kube import (
     KubeClient,
     KubeError,
+    KubeGoneError,
+    KubeNotFoundError,
     KubeUnreachableError,
     ResourceNotServedError,
     WatchCancel,
+    status_error,
 )
 from common.objects import (
     ObjectMeta,
@@ -57,10 +60,6 @@ log = logging.getLogger(__name__)
 PAGE_SIZE = 500
 # A resource is believed gone only if discovery says so twice, this far apart.
 RESOURCE_GONE_CONFIRM_S = 2.0
-
-
-class GoneError(Exception):
-    """The resourceVersion we asked for is too old (HTTP 410 or an ERROR event)."""
 
 
 class Reflector:
@@ -151,26 +150,21 @@ class Reflector:
         while not stop.is_set():
             try:
                 self._step(stop)
-            except GoneError:
+            except KubeGoneError:
                 log.info("watch expired (410 Gone), relisting", extra={"scope": self.scope})
                 self._relist_soon("gone")
+            except KubeNotFoundError:
+                self._resource_gone(stop)
             except KubeUnreachableError as exc:
                 if self._relist_requested():
                     continue  # we cut the watch ourselves to relist: not a failure
                 self._fail(stop, exc)
                 self._check_rv = True
             except KubeError as exc:
-                if exc.status == 404:
-                    self._resource_gone(stop)
-                    continue
-                if exc.status == 410:  # the HTTP status form of Gone
-                    log.info("watch expired (410 Gone), relisting", extra={"scope": self.scope})
-                    self._relist_soon("gone")
-                    continue
                 self._fail(stop, exc)
                 self._check_rv = True
-                # 429 and 5xx are the server's load or restart: same resourceVersion again.
-                if exc.status != 429 and exc.status < 500:
+                # The server's load or restart: the same resourceVersion again.
+                if not exc.transient:
                     self._relist_soon("error")
             except msgspec.DecodeError as exc:
                 self._fail(stop, exc)
@@ -197,7 +191,7 @@ class Reflector:
                 listed = self._relist(stop, reason)
             except KubeError as exc:
                 self._relist_soon(reason)  # not done: still owed
-                if exc.status in (404, 410):
+                if isinstance(exc, KubeNotFoundError | KubeGoneError):
                     raise  # the resource is gone, or the list expired: run() decides
                 self._fail(stop, exc)  # the API server is down: back off, then again
                 return
@@ -365,8 +359,8 @@ class Reflector:
         while True:
             try:
                 page = decode_list_page(self.kube.get(self._path, params, timeout=60))
-            except KubeError as exc:
-                if exc.status == 410 and "continue" in params:
+            except KubeGoneError:
+                if "continue" in params:
                     # The continue token expired mid-list: start over in one unpaginated list.
                     params = self.resource.spec.selector_params()
                     members.clear()
@@ -437,9 +431,7 @@ class Reflector:
             obj = bytes(event.object)
             if event.type == "ERROR":
                 status = decode_status(obj)
-                if status.code == 410:
-                    raise GoneError(status.message)
-                raise KubeError(status.code, f"watch ERROR event: {status.message}")
+                raise status_error(status.code, f"watch ERROR event: {status.message}")
             meta = decode_head(obj).metadata
             if event.type == "BOOKMARK":
                 self.rv = meta.resourceVersion

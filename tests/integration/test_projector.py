@@ -130,7 +130,7 @@ def test_three_projectors_killed_at_random_during_churn_and_a_relist(
                     action(name)
                     break
                 except KubeError as exc:
-                    if exc.status not in (0, 429, 500, 503):
+                    if not exc.transient:
                         raise
                     time.sleep(0.2)
         done.set()

@@ -9,7 +9,7 @@ from typing import Any, cast
 import pytest
 
 from common import events as ev
-from common.kube import KubeError, KubeUnreachableError
+from common.kube import KubeUnreachableError, status_error
 from tests.fakes import JOBS, FakeKube, FakeWriter, job, watch_line
 from tests.servers import wait_until
 from watcher import reflector
@@ -138,7 +138,7 @@ def test_events_move_the_rv_and_a_410_relists(running: list[Running]) -> None:
     kube = FakeKube(
         objects={"a": 120},
         list_rv=120,
-        watches=[([watch_line("MODIFIED", job("a", 110))], KubeError(410, "too old"))],
+        watches=[([watch_line("MODIFIED", job("a", 110))], status_error(410, "too old"))],
     )
     run = Running(kube, start_rv="100")
     running.append(run)
@@ -183,7 +183,7 @@ def test_a_resource_that_is_no_longer_served_is_purged_and_relisted_when_back(
     running: list[Running], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(reflector, "RESOURCE_GONE_CONFIRM_S", 0.01)
-    gone = [KubeError(404, "the server could not find the requested resource")]
+    gone = [status_error(404, "the server could not find the requested resource")]
 
     def not_found_once() -> None:
         if gone:
@@ -204,7 +204,7 @@ def test_a_404_while_discovery_still_serves_the_resource_purges_nothing(
     running: list[Running],
 ) -> None:
     # The API server answers 404 for a custom resource for a while after a restart.
-    gone = [KubeError(404, "the server could not find the requested resource")]
+    gone = [status_error(404, "the server could not find the requested resource")]
 
     def not_found_once() -> None:
         if gone:
