@@ -29,7 +29,7 @@ from typing import Final
 import msgspec
 
 from common import events as ev
-from common.resp import Arg, Batch
+from common.resp import Arg
 
 GUARD_SOURCE: Final = Path(__file__).with_name("guard.lua").read_bytes()
 
@@ -110,23 +110,23 @@ class ScopeGuard:
         allowed = {s: rv for s, rv in checkpoints.items() if s not in owed}
         return Plan(allowed, scopes, owed, self.awaiting_relist())
 
-    def add_append(self, batch: Batch, keys: Sequence[Arg], plan: Plan) -> None:
-        """The guard call of an append (last command of its MULTI/EXEC)."""
+    def append_args(self, plan: Plan) -> list[Arg]:
+        """guard.lua's ARGV for an append (its call ends the append's MULTI/EXEC)."""
         args: list[Arg] = [APPEND, self.writer_id]
         for scope in plan.scopes:
             owed = "1" if scope in plan.owed_before else ""
             args += (scope, self._expected_arg(scope), plan.checkpoints.get(scope, ""), owed)
-        batch.add(b"EVAL", GUARD_SOURCE, len(keys), *keys, *args)
+        return args
 
-    def add_check(self, batch: Batch, keys: Sequence[Arg], ours: Iterable[str]) -> list[str]:
-        """A read-only check of our scopes that have a mark; the scopes it covers."""
+    def check_args(self, ours: Iterable[str]) -> tuple[list[Arg], list[str]]:
+        """guard.lua's ARGV for a read-only check of our scopes that have a mark, and
+        the scopes it covers."""
         scopes = sorted(set(ours) & set(self.expected))
         args: list[Arg] = [CHECK, self.writer_id]
         awaiting = self.awaiting_relist()
         for scope in scopes:
             args += (scope, str(self.expected[scope]), "", "1" if scope in awaiting else "")
-        batch.add(b"EVAL", GUARD_SOURCE, len(keys), *keys, *args)
-        return scopes
+        return args, scopes
 
     def committed(self, plan: Plan, reply: object) -> Verdict:
         """The append went through: adopt its marks and relist state; judge it."""

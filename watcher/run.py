@@ -14,6 +14,7 @@ from common.kube import KubeClient, ResourceNotServedError
 from common.process import stop_on_signals
 from common.resources import Resource, ResourceSpec
 from watcher import identity
+from watcher.appender import RedisAppender
 from watcher.metrics import WatcherMetrics
 from watcher.resyncs import ResyncListener
 from watcher.scopes import Scopes, refuse_kind_collisions, scopes_of
@@ -75,7 +76,7 @@ def run(config: WatcherConfig, kube: KubeClient, r: "redis.Redis", keys: Keys) -
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     metrics = WatcherMetrics()
     spool = Spool(config.spool_dir, max_bytes=config.spool_max_bytes, fsync=config.spool_fsync)
-    writer = StreamWriter(r, keys, spool, metrics, config.writer)
+    writer = StreamWriter(RedisAppender(r, keys), spool, metrics, config.writer)
     # Discovery first: an unreachable API server or a kind collision ends here, clearly;
     # a resource not served yet (a CRD installed later) is waited for.
     resources: list[Resource] = []

@@ -25,14 +25,11 @@ import redis
 from common import rediserrors
 from common import rv as rvs
 from common.events import StreamEvent
-from common.keys import DEFAULT_GROUP, Keys
-from common.records import RESET_CHANGE, WatcherStatus, change_fields, encode_watcher_status
-from common.redisconn import text
-from common.resp import Batch
-from watcher.append import append_batch
+from common.keys import DEFAULT_GROUP
+from common.records import WatcherStatus
+from watcher.appender import Appender
 from watcher.guard import ScopeGuard, Verdict
 from watcher.metrics import WatcherMetrics
-from watcher.retention import trim
 from watcher.spool import Spool, SpoolFullError
 
 log = logging.getLogger(__name__)
@@ -41,17 +38,6 @@ log = logging.getLogger(__name__)
 # Evictions relist every scope at most this often: a Redis shared with a cache may
 # evict all day long, and each relist LISTs every scope.
 EVICTION_RELIST_EVERY_S = 60.0
-
-
-def _info_field(reply: object, name: bytes) -> int | None:
-    """One integer field of an INFO reply ("name:value" lines)."""
-    if not isinstance(reply, bytes | str):
-        return None
-    raw = reply if isinstance(reply, bytes) else reply.encode()
-    for line in raw.splitlines():
-        if line.startswith(name + b":"):
-            return int(line.split(b":", 1)[1])
-    return None
 
 
 def _writes(scopes: list[str], entries: list[StreamEvent]) -> list[tuple[str, str]]:
@@ -109,15 +95,13 @@ class StreamWriter:
 
     def __init__(
         self,
-        r: "redis.Redis",
-        keys: Keys,
+        redis_: Appender,
         spool: Spool,
         metrics: WatcherMetrics,
         settings: WriterSettings,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._r, self._keys, self._spool = r, keys, spool
-        self._stream_key = keys.stream.encode()
-        self._checkpoints_key = keys.checkpoints.encode()
+        self._redis, self._spool, self._clock = redis_, spool, clock
         self._metrics, self._settings = metrics, settings
         self.queue: queue.Queue[Item] = queue.Queue(maxsize=settings.queue_size)
         # Set while the spool is full: reflectors stop reading and relist when it clears.
@@ -132,11 +116,6 @@ class StreamWriter:
         self._drain_events = 0
         self.watcher_id = f"{socket.gethostname()}-{os.getpid()}"
         self.guard = ScopeGuard(self.watcher_id)
-        self._guard_keys = [
-            keys.checkpoint_marks.encode(),
-            self._checkpoints_key,
-            keys.checkpoint_writers.encode(),
-        ]
         # scope -> why it relists at start whatever its checkpoint: the spool lost
         # records (corrupt on disk), or it owed a relist when the watcher stopped.
         self.relist_at_start: dict[str, str] = {}
@@ -187,10 +166,7 @@ class StreamWriter:
         checkpoints: dict[str, str] = {}
         marks: dict[str, int] = {}
         try:
-            raw = self._r.hgetall(self._keys.checkpoints)
-            checkpoints = {text(k): text(v) for k, v in raw.items()}
-            raw_marks = self._r.hgetall(self._keys.checkpoint_marks)
-            marks = {text(k): int(v) for k, v in raw_marks.items()}
+            checkpoints, marks = self._redis.stored()
             self._set_up(True)
         except redis.RedisError as exc:
             log.warning("redis unreachable at start, spooling: %s", exc)
@@ -334,13 +310,11 @@ class StreamWriter:
     ) -> None:
         started = time.perf_counter()
         plan = self.guard.plan(_writes(scopes, entries), checkpoints)
-        batch = append_batch(self._stream_key, entries)
-        self.guard.add_append(batch, self._guard_keys, plan)
-        replies = batch.send_transaction(self._r)
+        reply = self._redis.append(entries, self.guard.append_args(plan))
         self._metrics.append_seconds.observe(time.perf_counter() - started)
         self._metrics.events_out.inc(len(entries))
         self._written()
-        self._report(self.guard.committed(plan, replies[-1]))
+        self._report(self.guard.committed(plan, reply))
 
     def _written(self) -> None:
         if self.redis_problem:
@@ -354,7 +328,7 @@ class StreamWriter:
         if verdict.losses:
             # The change feed forgot too (or went back): its readers must read afresh.
             with contextlib.suppress(redis.RedisError):
-                self._r.xadd(self._keys.changes, change_fields(RESET_CHANGE))  # type: ignore[arg-type]
+                self._redis.reset_changes()
         for loss in verdict.losses:
             self._metrics.redis_losses.inc()
             log.warning(
@@ -365,7 +339,7 @@ class StreamWriter:
                 extra={"scope": loss.scope},
             )
             self._owe_relist(loss.scope, "redis-lost")
-        now = time.monotonic()
+        now = self._clock()
         for conflict in verdict.conflicts:
             self._metrics.scope_conflicts.inc()
             if now - self._conflict_logged.get(conflict.scope, -3600.0) >= 60.0:
@@ -382,12 +356,12 @@ class StreamWriter:
     # ---- spool drain, trim, status --------------------------------------------------------
 
     def _housekeeping(self) -> None:
-        now = time.monotonic()
+        now = self._clock()
         self._spool.maybe_sync()
         if not self.redis_up and now >= self._next_probe:
             self._next_probe = now + self._settings.redis_probe_every_s
             try:
-                self._r.ping()
+                self._redis.ping()
                 self._set_up(True)
             except redis.RedisError:
                 pass
@@ -402,7 +376,7 @@ class StreamWriter:
         if self.redis_up and now >= self._next_trim:
             self._next_trim = now + self._settings.trim_every_s
             try:
-                trim(self._r, self._keys.stream, self._settings.group, self._settings.retention_s)
+                self._redis.trim(self._settings.group, self._settings.retention_s)
             except redis.RedisError as exc:
                 self._set_up(False, exc)
             except Exception:
@@ -416,41 +390,36 @@ class StreamWriter:
         """Does Redis still hold every scope's mark (a quiet scope's loss), and did it
         evict keys (a maxmemory-policy other than noeviction drops state keys the
         marks cannot tell)? Also puts the cluster's identity back if Redis lost it."""
-        batch = Batch()
-        scopes = self.guard.add_check(batch, self._guard_keys, self._our_scopes())
-        batch.add(b"INFO", b"stats")
-        batch.add(b"GET", self._keys.cluster)
+        args, scopes = self.guard.check_args(self._our_scopes())
         try:
-            replies = batch.send(self._r)
+            checked = self._redis.check(args)
         except redis.RedisError as exc:
             self._set_up(False, exc)
             return
-        guard_reply, info, cluster = replies
         # A check that found a loss has put our mark back (guard.lua): its verdict is
         # reported even when the other replies failed, or the loss would go unseen.
-        if not isinstance(guard_reply, redis.RedisError):
-            self._report(self.guard.checked(scopes, guard_reply))
-        failed = [reply for reply in replies if isinstance(reply, redis.RedisError)]
-        if failed:
-            self._set_up(False, failed[0])
+        if not isinstance(checked.guard, redis.RedisError):
+            self._report(self.guard.checked(scopes, checked.guard))
+        if checked.failed is not None:
+            self._set_up(False, checked.failed)
             return
         try:
-            self._check_cluster(cluster)
+            self._check_cluster(checked.cluster)
         except redis.RedisError as exc:
             self._set_up(False, exc)
             return
-        self._notice_evictions(_info_field(info, b"evicted_keys"))
+        self._notice_evictions(checked.evicted)
 
-    def _check_cluster(self, stored: object) -> None:
+    def _check_cluster(self, stored: str | None) -> None:
         """The mirror's cluster identity: put back if Redis lost it; another cluster's
         (Redis was not answering when this watcher started, so nobody compared) means
         the watcher must restart, to wipe the mirror (watcher/identity.py)."""
         if not self.cluster_uid:
             return
         if stored is None:
-            self._r.set(self._keys.cluster, self.cluster_uid, nx=True)
-        elif text(stored) != self.cluster_uid and not self.foreign_cluster:
-            self.foreign_cluster = text(stored)
+            self._redis.put_cluster(self.cluster_uid)
+        elif stored != self.cluster_uid and not self.foreign_cluster:
+            self.foreign_cluster = stored
 
     def _notice_evictions(self, evicted: int | None) -> None:
         if evicted is None:
@@ -466,15 +435,14 @@ class StreamWriter:
             )
             self._metrics.redis_evictions.inc(new)
             self._eviction_pending = True
-        now = time.monotonic()
+        now = self._clock()
         if self._eviction_pending and now - self._last_eviction_relist >= EVICTION_RELIST_EVERY_S:
             self._last_eviction_relist, self._eviction_pending = now, False
             scopes = self._our_scopes()
             # What was evicted sits behind checkpoints that are intact: drop them, so a
             # watcher restarted before its relist lands lists instead of resuming.
-            if scopes:
-                with contextlib.suppress(redis.RedisError):  # the next check says why
-                    self._r.hdel(self._keys.checkpoints, *scopes)
+            with contextlib.suppress(redis.RedisError):  # the next check says why
+                self._redis.forget_checkpoints(scopes)
             for scope in scopes:
                 self._owe_relist(scope, "redis-evicted")
 
@@ -561,7 +529,7 @@ class StreamWriter:
             health=self.describe(),
         )
         try:
-            self._r.hset(self._keys.watchers, self.watcher_id, encode_watcher_status(status))
+            self._redis.publish(self.watcher_id, status)
         except redis.RedisError as exc:
             self._set_up(False, exc)
 

@@ -13,7 +13,7 @@ from common.redisconn import connect
 from common.resp import Batch, call
 from tests.servers import RedisServer, read_stream
 from watcher.append import append_batch
-from watcher.guard import ScopeGuard
+from watcher.guard import GUARD_SOURCE, ScopeGuard
 
 STREAM = b"k8s:events"
 CHECKPOINTS = b"k8s:checkpoints"
@@ -24,7 +24,8 @@ def _append(entries: list[ev.StreamEvent], checkpoints: dict[str, str]) -> Batch
     """One append as the watcher sends it: the entries, then the guard call."""
     guard = ScopeGuard()
     batch = append_batch(STREAM, entries)
-    guard.add_append(batch, GUARD_KEYS, guard.plan([], checkpoints))
+    args = guard.append_args(guard.plan([], checkpoints))
+    batch.add(b"EVAL", GUARD_SOURCE, len(GUARD_KEYS), *GUARD_KEYS, *args)
     return batch
 
 

@@ -18,6 +18,7 @@ from common.keys import Keys
 from common.redisconn import connect
 from tests.servers import RedisServer, unavailable, wait_until
 from watcher import writer as writer_module
+from watcher.appender import RedisAppender
 from watcher.metrics import WatcherMetrics
 from watcher.spool import Spool
 from watcher.writer import Item, StreamWriter, WriterSettings
@@ -93,7 +94,7 @@ def _writer_running(url: str, tmp_path: Path) -> tuple[StreamWriter, Running]:
     settings = WriterSettings(redis_probe_every_s=0.1, guard_check_every_s=0.1)
     metrics = WatcherMetrics()
     client = connect(url, retries=0, socket_timeout=2.0)
-    writer = StreamWriter(client, KEYS, spool, metrics, settings)
+    writer = StreamWriter(RedisAppender(client, KEYS), spool, metrics, settings)
     writer.load_checkpoints()
     return writer, Running(writer, metrics)
 
@@ -232,7 +233,9 @@ def _restarted(
     """A new watcher process's writer on the same spool, Redis unreachable or not."""
     client = connect(redis_server.url, retries=0, socket_timeout=2.0)
     spool = Spool(tmp_path / "spool", max_bytes=64 * 1024)
-    return StreamWriter(client, KEYS, spool, metrics or WatcherMetrics(), WriterSettings())
+    return StreamWriter(
+        RedisAppender(client, KEYS), spool, metrics or WatcherMetrics(), WriterSettings()
+    )
 
 
 def test_a_scope_owing_a_relist_does_not_resume_from_a_spooled_checkpoint(

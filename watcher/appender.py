@@ -1,0 +1,134 @@
+"""Everything the writer asks of Redis, behind one small protocol.
+
+The writer (watcher/writer.py) decides: append or spool, drain, drop, relist.
+RedisAppender does the talking, with the commands packed by hand (common/resp.py).
+Unit tests give the writer a fake that answers as Redis and guard.lua would
+(tests/fakes.py), so each branch of the writer's failure table runs in
+milliseconds; the integration tests run the same against a real redis-server.
+
+Every method raises redis.RedisError when Redis does not answer or refuses.
+"""
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import msgspec
+import redis
+
+from common.events import StreamEvent
+from common.keys import Keys
+from common.records import RESET_CHANGE, WatcherStatus, change_fields, encode_watcher_status
+from common.redisconn import text
+from common.resp import Arg, Batch
+from watcher.append import append_batch
+from watcher.guard import GUARD_SOURCE
+from watcher.retention import trim
+
+
+class Checked(msgspec.Struct, frozen=True):
+    """The replies of one periodic check: the guard's (an error reply if it failed),
+    the count of keys Redis evicted so far (None: unknown), the cluster identity
+    stored (None: none), and the first error reply among the three."""
+
+    guard: object
+    evicted: int | None = None
+    cluster: str | None = None
+    failed: Exception | None = None
+
+
+class Appender(Protocol):
+    def stored(self) -> tuple[dict[str, str], dict[str, int]]:
+        """The checkpoints and the guard marks Redis holds."""
+        ...
+
+    def ping(self) -> None: ...
+
+    def append(self, entries: Sequence[StreamEvent], guard_args: Sequence[Arg]) -> object:
+        """XADD the entries, then the guard call, in one MULTI/EXEC; the guard's reply."""
+        ...
+
+    def check(self, guard_args: Sequence[Arg]) -> Checked:
+        """The guard's read-only check, with the eviction count and the identity."""
+        ...
+
+    def reset_changes(self) -> None:
+        """Tell change-feed readers to read afresh (Redis forgot)."""
+        ...
+
+    def put_cluster(self, uid: str) -> None:
+        """Store the cluster identity if none is stored."""
+        ...
+
+    def forget_checkpoints(self, scopes: Sequence[str]) -> None: ...
+
+    def publish(self, watcher_id: str, status: WatcherStatus) -> None: ...
+
+    def trim(self, group: str, retention_s: float) -> None: ...
+
+
+def _info_field(reply: object, name: bytes) -> int | None:
+    """One integer field of an INFO reply ("name:value" lines)."""
+    if not isinstance(reply, bytes | str):
+        return None
+    raw = reply if isinstance(reply, bytes) else reply.encode()
+    for line in raw.splitlines():
+        if line.startswith(name + b":"):
+            return int(line.split(b":", 1)[1])
+    return None
+
+
+class RedisAppender:
+    """The Appender of a real Redis."""
+
+    def __init__(self, r: "redis.Redis", keys: Keys) -> None:
+        self._r, self._keys = r, keys
+        self._stream = keys.stream.encode()
+        self._guard_keys: list[Arg] = [
+            keys.checkpoint_marks.encode(),
+            keys.checkpoints.encode(),
+            keys.checkpoint_writers.encode(),
+        ]
+
+    def stored(self) -> tuple[dict[str, str], dict[str, int]]:
+        raw = self._r.hgetall(self._keys.checkpoints)
+        raw_marks = self._r.hgetall(self._keys.checkpoint_marks)
+        return (
+            {text(k): text(v) for k, v in raw.items()},
+            {text(k): int(v) for k, v in raw_marks.items()},
+        )
+
+    def ping(self) -> None:
+        self._r.ping()
+
+    def append(self, entries: Sequence[StreamEvent], guard_args: Sequence[Arg]) -> object:
+        batch = append_batch(self._stream, list(entries))
+        batch.add(b"EVAL", GUARD_SOURCE, len(self._guard_keys), *self._guard_keys, *guard_args)
+        return batch.send_transaction(self._r)[-1]
+
+    def check(self, guard_args: Sequence[Arg]) -> Checked:
+        batch = Batch()
+        batch.add(b"EVAL", GUARD_SOURCE, len(self._guard_keys), *self._guard_keys, *guard_args)
+        batch.add(b"INFO", b"stats")
+        batch.add(b"GET", self._keys.cluster)
+        guard, info, cluster = replies = batch.send(self._r)
+        failed = next((r for r in replies if isinstance(r, redis.RedisError)), None)
+        if failed is not None:
+            return Checked(guard, failed=failed)
+        stored = None if cluster is None else text(cluster)
+        return Checked(guard, _info_field(info, b"evicted_keys"), stored)
+
+    def reset_changes(self) -> None:
+        self._r.xadd(self._keys.changes, change_fields(RESET_CHANGE))  # type: ignore[arg-type]
+
+    def put_cluster(self, uid: str) -> None:
+        self._r.set(self._keys.cluster, uid, nx=True)
+
+    def forget_checkpoints(self, scopes: Sequence[str]) -> None:
+        if scopes:
+            self._r.hdel(self._keys.checkpoints, *scopes)
+
+    def publish(self, watcher_id: str, status: WatcherStatus) -> None:
+        self._r.hset(self._keys.watchers, watcher_id, encode_watcher_status(status))
+
+    def trim(self, group: str, retention_s: float) -> None:
+        trim(self._r, self._keys.stream, group, retention_s)
