@@ -1,15 +1,21 @@
-"""In-memory stand-ins for fast unit tests of the reflector's decisions (its
-failure table): an API server that answers LIST and WATCH from a script, and a
-writer that keeps what it is given. Never used instead of the real servers in
-integration tests."""
+"""In-memory stand-ins for fast unit tests of the watcher's decisions (the
+reflector's and the writer's failure tables): an API server that answers LIST
+and WATCH from a script, a writer that keeps what it is given, and the writer's
+Redis. Never used instead of the real servers in integration tests."""
 
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+import redis
+
+from common.events import StreamEvent
 from common.kube import ResourceNotServedError, WatchCancel, status_error
+from common.records import WatcherStatus
 from common.resources import Resource, ResourceSpec
+from common.resp import Arg
+from watcher.appender import Checked
 from watcher.writer import Item
 
 JOBS = Resource(
@@ -136,3 +142,111 @@ class FakeWriter:
     def types(self) -> list[str]:
         with self.lock:
             return [item.event.type if item.event else "BOOKMARK" for item in self.items]
+
+
+class FakeRedis:
+    """The writer's Redis (watcher/appender.py Appender) in memory: a stream, the
+    checkpoints, and the guard marks kept as guard.lua keeps them. Faults: set
+    `failure` (raised by every call: unreachable or refusing), `lose_reply` (the
+    next append runs, then its reply is lost), or call `forget()` (restarted empty)."""
+
+    LOST = " lost"  # guard.lua's note on a writer
+
+    def __init__(self) -> None:
+        self.stream: list[StreamEvent] = []
+        self.checkpoints: dict[str, str] = {}
+        self.marks: dict[str, int] = {}
+        self.writers: dict[str, str] = {}
+        self.cluster: str | None = None
+        self.evicted = 0
+        self.resets = 0
+        self.statuses: dict[str, WatcherStatus] = {}
+        self.failure: Exception | None = None
+        self.lose_reply = False
+
+    def forget(self) -> None:
+        """Restarted without persistence."""
+        self.stream, self.checkpoints, self.marks, self.writers = [], {}, {}, {}
+        self.cluster, self.evicted = None, 0
+
+    def _answer(self) -> None:
+        if self.failure is not None:
+            raise self.failure
+
+    def stored(self) -> tuple[dict[str, str], dict[str, int]]:
+        self._answer()
+        return dict(self.checkpoints), dict(self.marks)
+
+    def ping(self) -> None:
+        self._answer()
+
+    def append(self, entries: Sequence[StreamEvent], guard_args: Sequence[Arg]) -> object:
+        self._answer()
+        self.stream.extend(entries)
+        reply = self._guard(guard_args)
+        if self.lose_reply:
+            self.lose_reply = False
+            raise redis.ConnectionError("Connection closed by server.")
+        return reply
+
+    def check(self, guard_args: Sequence[Arg]) -> Checked:
+        self._answer()
+        return Checked(self._guard(guard_args), self.evicted, self.cluster)
+
+    def _guard(self, args: Sequence[Arg]) -> list[object]:
+        """What guard.lua does, for the same ARGV."""
+        text = [a.decode() if isinstance(a, bytes) else str(a) for a in args]
+        append, writer_id = text[0] == "append", text[1]
+        out: list[object] = []
+        for i in range(2, len(text), 4):
+            scope, expected, checkpoint, owed = text[i : i + 4]
+            held, writer = self.marks.get(scope), self.writers.get(scope, "")
+            out += ["" if held is None else str(held), writer]
+            ours, stored = int(expected or 0), held or 0
+            lost = (expected != "" and stored < ours) or (
+                writer.endswith(self.LOST) and owed != "1"
+            )
+            note = lost and owed != "1"
+            if append:
+                if checkpoint and not lost:
+                    self.checkpoints[scope] = checkpoint
+                self.marks[scope] = max(stored, ours) + 1
+                self.writers[scope] = writer_id + self.LOST if note else writer_id
+                out.append(self.marks[scope])
+            elif lost:
+                if stored < ours:
+                    self.marks[scope] = ours
+                if note:
+                    self.writers[scope] = writer_id + self.LOST
+        return out
+
+    def reset_changes(self) -> None:
+        self._answer()
+        self.resets += 1
+
+    def put_cluster(self, uid: str) -> None:
+        self._answer()
+        if self.cluster is None:
+            self.cluster = uid
+
+    def forget_checkpoints(self, scopes: Sequence[str]) -> None:
+        self._answer()
+        for scope in scopes:
+            self.checkpoints.pop(scope, None)
+
+    def publish(self, watcher_id: str, status: WatcherStatus) -> None:
+        self._answer()
+        self.statuses[watcher_id] = status
+
+    def trim(self, group: str, retention_s: float) -> None:
+        self._answer()
+
+
+class Clock:
+    """A monotonic clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now

@@ -217,15 +217,22 @@ class StreamWriter:
 
     def run(self, stop: threading.Event) -> None:
         """Write until stop is set and the queue is empty; then flush and fsync."""
-        while True:
-            batch = self._collect(stop)
-            if batch:
-                self._flush(batch)
-            elif stop.is_set():
-                break
-            self._housekeeping()
+        while self.turn(stop):
+            pass
         self._spool.close()
         log.info("writer stopped", extra={"spooled_records": len(self._spool)})
+
+    def turn(self, stop: threading.Event, wait_s: float | None = None) -> bool:
+        """One round: the next batch (waiting up to wait_s for it, default: as idle
+        as the state allows) appended, spooled or dropped, then housekeeping (probe,
+        drain, check, trim, status). False once stop is set and nothing is left."""
+        batch = self._collect(stop, self._idle_wait(stop) if wait_s is None else wait_s)
+        if batch:
+            self._flush(batch)
+        elif stop.is_set():
+            return False
+        self._housekeeping()
+        return True
 
     def _idle_wait(self, stop: threading.Event) -> float:
         """How long to wait for new events before housekeeping: not at all while a
@@ -234,9 +241,9 @@ class StreamWriter:
             return 0.001
         return 0.05 if stop.is_set() else 0.2
 
-    def _collect(self, stop: threading.Event) -> list[Item]:
+    def _collect(self, stop: threading.Event, wait_s: float) -> list[Item]:
         try:
-            first = self.queue.get(timeout=self._idle_wait(stop))
+            first = self.queue.get(timeout=wait_s) if wait_s > 0 else self.queue.get_nowait()
         except queue.Empty:
             return []
         batch = [first]
