@@ -63,6 +63,15 @@ def change_from_fields(fields: Mapping[bytes, bytes]) -> Change:
     )
 
 
+class DeadReason(enum.StrEnum):
+    """Why an entry was dead-lettered: the metric's label (a fixed set); the note's
+    text says the details."""
+
+    MALFORMED = "malformed"  # the entry does not decode as a stream event
+    APPLY_FAILED = "apply-failed"  # Redis answered its apply with an error of its own
+    POISON = "poison"  # delivered max-deliveries times without being acked
+
+
 class DeadLetterNote(msgspec.Struct, frozen=True):
     """What the projector adds to a dead-lettered entry's own fields: why, its id
     in the event stream, and the group that gave up on it ("" for a replay)."""

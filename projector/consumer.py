@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from functools import partial
 from itertools import chain
-from typing import Any, Final, TypeVar
+from typing import Any, Final, NamedTuple, Protocol, TypeVar
 
 import msgspec
 import redis
@@ -25,7 +25,7 @@ import redis
 from common import events as ev
 from common import mirror, resync
 from common.keys import DEFAULT_GROUP, Keys
-from common.records import DeadLetterNote, Outcome, dead_letter_fields
+from common.records import DeadLetterNote, DeadReason, Outcome, dead_letter_fields
 from common.redisconn import text
 from common.rediserrors import ErrorClass, classify, describe, error_code, is_refusal
 from common.resp import Arg, Batch, call
@@ -36,7 +36,70 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Queued = tuple[str, ev.StreamEvent | None]
-Dead = tuple[str, dict[Any, Any], str]
+
+
+class Dead(NamedTuple):
+    """An entry to dead-letter: its id, its fields as read, why (the label) and
+    the details (the note's text)."""
+
+    entry_id: str
+    fields: dict[Any, Any]
+    reason: DeadReason
+    detail: str
+
+
+class Sender(Protocol):
+    """How the projector's batches reach Redis (RedisSender); unit tests give it a
+    fake that answers each call as the scripts would (tests/fakes.py)."""
+
+    def send(self, batch: Batch) -> list[object]:
+        """The commands as a pipeline: one reply per command, error replies in place."""
+        ...
+
+    def send_transaction(self, batch: Batch) -> list[object]: ...
+
+    def load_scripts(self) -> None: ...
+
+    def keep(self, group: str, consumer: str, held: Sequence[str], count: int) -> None:
+        """Reset the idle time of the held entries still pending on consumer."""
+        ...
+
+    def heartbeat(self, key: str, renew_only: bool) -> None:
+        """Set the heartbeat key (our pid) with its TTL, or only renew the TTL."""
+        ...
+
+
+class RedisSender:
+    def __init__(self, r: "redis.Redis", keys: Keys, scripts: Scripts) -> None:
+        self.r, self.keys, self.scripts = r, keys, scripts
+
+    def heartbeat(self, key: str, renew_only: bool) -> None:
+        if renew_only:
+            self.r.expire(key, mirror.HEARTBEAT_TTL_S)
+        else:
+            self.r.set(key, os.getpid(), ex=mirror.HEARTBEAT_TTL_S)
+
+    def send(self, batch: Batch) -> list[object]:
+        return batch.send(self.r)
+
+    def send_transaction(self, batch: Batch) -> list[object]:
+        return batch.send_transaction(self.r)
+
+    def load_scripts(self) -> None:
+        self.scripts.load(self.r)
+
+    def keep(self, group: str, consumer: str, held: Sequence[str], count: int) -> None:
+        stream = self.keys.stream
+        lo, hi = min(held, key=_id_order), max(held, key=_id_order)
+        wanted = {entry_id.encode() for entry_id in held}
+        rows = call(self.r, b"XPENDING", stream, group, lo, hi, count, consumer)
+        assert isinstance(rows, list)
+        # Only ours: one another consumer took already stays where it is.
+        ours = [row[0] for row in rows if row[0] in wanted]
+        if ours:
+            # XCLAIM ... JUSTID does not count a delivery.
+            call(self.r, b"XCLAIM", stream, group, consumer, 0, *ours, b"JUSTID")
+
 
 # The stream or the group was deleted under us (FLUSHALL, a restore): NOGROUP on
 # the next read, UNBLOCKED for a read blocked at the time.
@@ -142,6 +205,7 @@ class Projector:
         settings: ConsumerSettings,
         metrics: ProjectorMetrics,
         mode: Mode = Mode.ACK,
+        sender: Sender | None = None,
     ) -> None:
         self.r, self.keys, self.settings, self.metrics = r, keys, settings, metrics
         # Mode.REPLAY: applies entries it is handed, outside any group (`replay`).
@@ -149,6 +213,7 @@ class Projector:
         self.acking = mode is Mode.ACK
         self.consumer = settings.consumer or default_consumer_name()
         self.scripts = Scripts(keys, settings.apply)
+        self.sender: Sender = sender or RedisSender(r, keys, self.scripts)
         self.refusals = Refusals(metrics)
         self.connected = False
         self._read_own_pending = True
@@ -203,7 +268,7 @@ class Projector:
     def _run_once(self) -> None:
         if not self.connected:
             self.ensure_group()
-            self.scripts.load(self.r)
+            self.sender.load_scripts()
             self.connected = True
             # After a connection error our own pending entries may be unapplied.
             self._read_own_pending = True
@@ -277,8 +342,9 @@ class Projector:
                 continue
             if isinstance(result, Exception):
                 # Not a refusal (those were sent again until done): the entry's own fault.
-                reason = f"apply failed: {describe(result)}"
-                dead.append((entry_id, dict(ev.to_fields(applied)), reason))
+                detail = f"apply failed: {describe(result)}"
+                fields = dict(ev.to_fields(applied))
+                dead.append(Dead(entry_id, fields, DeadReason.APPLY_FAILED, detail))
                 continue
             # The scripts answer an outcome's name; relist.lua and XACK a count.
             outcomes[Outcome(result.decode()) if isinstance(result, bytes) else Outcome.RELIST] += 1
@@ -311,7 +377,7 @@ class Projector:
                 if event.type == ev.RELIST_END:
                     ev.decode_members(event.members)  # Scripts.relist_end decodes them again
             except ev.MalformedEntryError as exc:
-                dead.append((entry_id, fields, str(exc)))
+                dead.append(Dead(entry_id, fields, DeadReason.MALFORMED, str(exc)))
                 continue
             queued.append((entry_id, event))
         return queued, dead
@@ -339,7 +405,7 @@ class Projector:
         return results
 
     def _send(self, queued: list[Queued]) -> list[object]:
-        return self._batch(queued).send(self.r)
+        return self.sender.send(self._batch(queued))
 
     def _again(self, queued: list[Queued], todo: list[int], results: list[object]) -> list[int]:
         """Of todo, what to send again, after loading the scripts or backing off."""
@@ -348,7 +414,7 @@ class Projector:
         if noscript:
             # Redis lost its script cache (a restart, SCRIPT FLUSH): what failed did nothing.
             log.info("redis lost the apply scripts; loading them again")
-            self._attempt(partial(self.scripts.load, self.r), [queued[i][0] for i in noscript])
+            self._attempt(self.sender.load_scripts, [queued[i][0] for i in noscript])
         if refused:
             exc = results[refused[0]]
             assert isinstance(exc, redis.RedisError)
@@ -407,21 +473,12 @@ class Projector:
         consumer's reclaim does not take them (and count a delivery) while we wait:
         XCLAIM ... JUSTID does not count one. Redis 7 allows XPENDING and XCLAIM
         under OOM."""
-        group = self.settings.group
         if not self.acking or not held:
             return
         self.heartbeat(renew_only=True)
-        stream = self.keys.stream
-        lo, hi = min(held, key=_id_order), max(held, key=_id_order)
         count = len(held) + self.settings.batch_size
-        wanted = {entry_id.encode() for entry_id in held}
         try:
-            rows = call(self.r, b"XPENDING", stream, group, lo, hi, count, self.consumer)
-            assert isinstance(rows, list)
-            # Only ours: one another consumer took already stays where it is.
-            ours = [row[0] for row in rows if row[0] in wanted]
-            if ours:
-                call(self.r, b"XCLAIM", stream, group, self.consumer, 0, *ours, b"JUSTID")
+            self.sender.keep(self.settings.group, self.consumer, held, count)
         except redis.ResponseError as exc:
             if not is_refusal(exc):
                 raise
@@ -433,17 +490,19 @@ class Projector:
         """Move entries to the dead-letter stream with the reason and original id; ack."""
         batch = self._dead_letter_batch(dead)
         # The XADDs and XACKs in one transaction; refused (OOM) as a whole, and retried.
-        self._attempt(partial(batch.send_transaction, self.r), [d[0] for d in dead])
+        self._attempt(partial(self.sender.send_transaction, batch), [d.entry_id for d in dead])
         self.refusals.accepted()
-        for entry_id, _, reason in dead:
-            log.error("dead-lettered entry %s: %s", entry_id, reason, extra={"entry_id": entry_id})
-            self.metrics.dead_lettered.labels(reason.split(":", 1)[0][:40]).inc()
+        for d in dead:
+            log.error(
+                "dead-lettered entry %s: %s", d.entry_id, d.detail, extra={"entry_id": d.entry_id}
+            )
+            self.metrics.dead_lettered.labels(d.reason).inc()
 
     def _dead_letter_batch(self, dead: Sequence[Dead]) -> Batch:
         batch = Batch()
         group = self.settings.group
-        for entry_id, fields, reason in dead:
-            record = dead_letter_fields(fields, DeadLetterNote(reason, entry_id, group))
+        for entry_id, fields, _, detail in dead:
+            record = dead_letter_fields(fields, DeadLetterNote(detail, entry_id, group))
             batch.add(b"XADD", self.keys.dead_letter, b"*", *chain.from_iterable(record.items()))
             if self.acking:
                 batch.add(b"XACK", self.keys.stream, group, entry_id)
@@ -458,10 +517,7 @@ class Projector:
         key = self.keys.projector(self.settings.group, self.consumer)
         # Housekeeping: a refusal here is met, and reported, by the applies.
         with contextlib.suppress(redis.RedisError):
-            if renew_only:
-                self.r.expire(key, mirror.HEARTBEAT_TTL_S)
-            else:
-                self.r.set(key, os.getpid(), ex=mirror.HEARTBEAT_TTL_S)
+            self.sender.heartbeat(key, renew_only)
 
     def retire(self) -> None:
         """Stopped: take the heartbeat back, so a rebuild may run at once."""
@@ -505,7 +561,8 @@ class Projector:
         entry_id = text(pending["message_id"])
         rows = self.r.xrange(self.keys.stream, entry_id, entry_id)
         fields = dict(rows[0][1] or {}) if rows else {}
-        return entry_id, fields, f"poison: delivered {text(pending['times_delivered'])} times"
+        detail = f"poison: delivered {text(pending['times_delivered'])} times"
+        return Dead(entry_id, fields, DeadReason.POISON, detail)
 
     def update_gauges(self) -> None:
         try:

@@ -1,20 +1,22 @@
 """In-memory stand-ins for fast unit tests of the watcher's decisions (the
 reflector's and the writer's failure tables): an API server that answers LIST
 and WATCH from a script, a writer that keeps what it is given, and the writer's
-Redis. Never used instead of the real servers in integration tests."""
+Redis; and the projector's way to Redis. Never used instead of the real servers
+in integration tests."""
 
 import json
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+import hiredis
 import redis
 
 from common.events import StreamEvent
 from common.kube import ResourceNotServedError, WatchCancel, status_error
 from common.records import WatcherStatus
 from common.resources import Resource, ResourceSpec
-from common.resp import Arg
+from common.resp import Arg, Batch
 from watcher.appender import Checked
 from watcher.writer import Item
 
@@ -250,3 +252,46 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+def commands_of(batch: Batch) -> list[list[bytes]]:
+    """The commands a hand-packed batch holds, parsed back from its RESP."""
+    reader = hiredis.Reader()
+    reader.feed(batch.packed())
+    out: list[list[bytes]] = []
+    while (command := reader.gets()) is not False:
+        out.append(command)
+    return out
+
+
+class FakeSender:
+    """The projector's way to Redis (projector/consumer.py Sender) in memory: each
+    command of a batch is answered by `answer` (default: what a script call
+    answers when everything applies); what was sent is kept, by kind."""
+
+    def __init__(self, answer: Callable[[list[bytes]], object] | None = None) -> None:
+        self.answer = answer or (lambda command: b"applied" if command[0] == b"EVALSHA" else 1)
+        self.sent: list[list[bytes]] = []
+        self.transactions: list[list[list[bytes]]] = []
+        self.loads = 0
+        self.kept: list[str] = []
+        self.heartbeats = 0
+
+    def send(self, batch: Batch) -> list[object]:
+        commands = commands_of(batch)
+        self.sent += commands
+        return [self.answer(command) for command in commands]
+
+    def send_transaction(self, batch: Batch) -> list[object]:
+        commands = commands_of(batch)
+        self.transactions.append(commands)
+        return [1 for _ in commands]
+
+    def load_scripts(self) -> None:
+        self.loads += 1
+
+    def keep(self, group: str, consumer: str, held: Sequence[str], count: int) -> None:
+        self.kept += held
+
+    def heartbeat(self, key: str, renew_only: bool) -> None:
+        self.heartbeats += 1

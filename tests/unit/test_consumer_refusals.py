@@ -137,6 +137,6 @@ def test_malformed_relist_members_are_found_before_anything_is_sent(members: byt
     ]
     queued, dead = _projector()._parse(entries)
     assert [entry_id for entry_id, _ in queued] == ["1-0", "3-0"]
-    ((entry_id, _, reason),) = dead
+    ((entry_id, _, reason, detail),) = dead
     assert entry_id == "2-0"
-    assert "members" in reason
+    assert reason == "malformed" and "members" in detail
