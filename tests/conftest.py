@@ -19,7 +19,9 @@ import redis
 
 from kube2redis.localcluster.cluster import LocalCluster, default_cache_dir, install_volcano_crds
 from tests.procs import ProcFactory
-from tests.servers import REDIS_SERVER, Kube, RedisServer, docker_answers, unavailable
+from tests.support.ci import docker_answers, unavailable
+from tests.support.kube import Kube
+from tests.support.redis_server import REDIS_SERVER, RedisServer
 
 
 def _unavailable(what: str) -> None:

@@ -7,9 +7,8 @@ import sys
 from pathlib import Path
 
 from chaos.toxiproxy import binary
-from tests.servers import unavailable
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.ci import unavailable
+from tests.support.paths import REPO
 
 
 def _chaos(
@@ -29,7 +28,7 @@ def _chaos(
             str(results),
             *args,
         ],
-        cwd=ROOT,
+        cwd=REPO,
         capture_output=True,
         text=True,
         timeout=1200,

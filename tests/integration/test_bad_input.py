@@ -7,9 +7,11 @@ import pytest
 
 from kube2redis.localcluster.processes import free_port
 from tests import procs as kprocs
-from tests.pipeline import JOBS_RESOURCE, metric, start_watcher
+from tests.pipeline import metric, start_watcher
 from tests.procs import ProcFactory
-from tests.servers import Jobs, Kube, wait_until
+from tests.support.events import JOBS_RESOURCE
+from tests.support.kube import Jobs, Kube
+from tests.support.waits import wait_until
 
 
 def _one_line_error(result: subprocess.CompletedProcess[str], *expected: str) -> None:

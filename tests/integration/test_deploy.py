@@ -6,9 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.servers import Kube, unavailable
+from tests.support.ci import unavailable
+from tests.support.kube import Kube
+from tests.support.paths import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 
 

@@ -11,7 +11,7 @@ import redis
 from common import events as ev
 from common.redisconn import connect
 from common.resp import Batch, call
-from tests.servers import RedisServer, read_stream
+from tests.support.redis_server import RedisServer, read_stream
 from watcher.append import append_batch
 from watcher.guard import ScopeGuard
 

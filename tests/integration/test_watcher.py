@@ -22,7 +22,9 @@ from tests.pipeline import (
     wait_verified,
 )
 from tests.procs import ProcFactory
-from tests.servers import Jobs, Kube, RedisServer, read_stream, wait_until
+from tests.support.kube import Jobs, Kube
+from tests.support.redis_server import RedisServer, read_stream
+from tests.support.waits import wait_until
 
 
 def _churn(
