@@ -6,9 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from chaos.toxiproxy import binary
 from tests.support.ci import unavailable
 from tests.support.paths import REPO
+
+# The chaos run starts its own control plane.
+pytestmark = pytest.mark.kube
 
 
 def _chaos(

@@ -21,6 +21,9 @@ from tests.support.kube import JOBS, Kube, vcjob
 from tests.support.paths import REPO
 from tests.support.waits import wait_until
 
+# Starts control planes of its own, besides the kube fixture's.
+pytestmark = pytest.mark.kube
+
 EXAMPLE = REPO / "examples" / "manual" / "simple-job.yaml"
 
 

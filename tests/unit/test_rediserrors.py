@@ -17,6 +17,9 @@ from kube2redis.localcluster.processes import free_port
 from tests.support.redis_server import RedisServer
 from tests.support.waits import wait_until
 
+# Real redis-servers, some started here with their own settings.
+pytestmark = pytest.mark.redis
+
 # A script that reads, then writes: without flags Redis checks OOM/READONLY/MISCONF/ACL
 # at the write; with "#!lua" (as apply.lua and relist.lua) it refuses the call up front.
 READ_THEN_WRITE = b"redis.call('GET', KEYS[1]); return redis.call('HSET', KEYS[1], 'f', 'v')"
