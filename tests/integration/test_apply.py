@@ -12,6 +12,7 @@ from projector.consumer import ConsumerSettings, Projector
 from projector.metrics import ProjectorMetrics
 from tests.support.events import job_event, job_object, relist_end
 from tests.support.redis_server import append_event, read_stream
+from tests.support.waits import wait_until
 from watcher.retention import safe_min_id, trim
 
 KEYS = Keys()
@@ -218,6 +219,19 @@ def test_a_flushed_script_cache_is_reloaded_and_nothing_is_dead_lettered(
     assert r.get(KEYS.tombstone("job", "ns", "a")) == b"17"
 
 
+def _wait_idle(r: "redis.Redis", count: int, idle_ms: int) -> None:
+    """Until Redis reports count pending entries idle at least idle_ms (what reclaim
+    waits for), by XPENDING's IDLE filter: its clock, not ours."""
+    wait_until(
+        lambda: (
+            len(r.xpending_range(KEYS.stream, "projector", "-", "+", 1000, idle=idle_ms)) == count
+        ),
+        5,
+        f"{count} entries idle {idle_ms} ms",
+        0.02,
+    )
+
+
 def test_poison_entry_is_dead_lettered_after_max_deliveries(r: "redis.Redis") -> None:
     p = _projector(r, max_deliveries=3, reclaim_idle_ms=100)
     p.ensure_group()
@@ -226,7 +240,7 @@ def test_poison_entry_is_dead_lettered_after_max_deliveries(r: "redis.Redis") ->
     r.xreadgroup("projector", "crashy-1", {KEYS.stream: ">"})
     r.xclaim(KEYS.stream, "projector", "crashy-2", 0, [entry_id])
     r.xclaim(KEYS.stream, "projector", "crashy-3", 0, [entry_id])
-    time.sleep(0.2)
+    _wait_idle(r, 1, 100)
     p.reclaim()
     (dead,) = read_stream(r, KEYS.dead_letter)
     assert dead[1][b"dead_reason"].startswith(b"poison: delivered")
@@ -241,7 +255,7 @@ def test_reclaim_takes_over_a_dead_consumers_entries(r: "redis.Redis") -> None:
         append_event(r, KEYS.stream, e)
     r.xreadgroup("projector", "dead-consumer", {KEYS.stream: ">"}, count=100)
     assert r.xpending(KEYS.stream, "projector")["pending"] == len(_history())
-    time.sleep(0.2)
+    _wait_idle(r, len(_history()), 100)
     assert p.reclaim() == len(_history())
     assert r.xpending(KEYS.stream, "projector")["pending"] == 0
     assert r.smembers(KEYS.index("job")) == {b"ns:b", b"ns:c"}
@@ -253,7 +267,7 @@ def test_trimmed_pending_entries_are_acked_and_counted(r: "redis.Redis") -> None
     append_event(r, KEYS.stream, job_event(ev.ADDED, "t", "5"))
     r.xreadgroup("projector", "dead-consumer", {KEYS.stream: ">"})
     r.xtrim(KEYS.stream, maxlen=0)  # Redis 7 trims regardless of the group
-    time.sleep(0.2)
+    _wait_idle(r, 1, 100)
     p.reclaim()
     assert r.xpending(KEYS.stream, "projector")["pending"] == 0
     assert (
@@ -297,15 +311,10 @@ def test_projector_recreates_a_deleted_group(r: "redis.Redis") -> None:
     worker.start()
     try:
         append_event(r, KEYS.stream, job_event(ev.ADDED, "before", "5"))
-        wait_for = time.monotonic() + 10
-        while not r.exists(KEYS.state("job", "ns", "before")) and time.monotonic() < wait_for:
-            time.sleep(0.02)
+        wait_until(lambda: r.exists(KEYS.state("job", "ns", "before")), 10, "before", 0.02)
         r.delete(KEYS.stream)  # the stream and its group vanish (FLUSHALL, a restore)
         append_event(r, KEYS.stream, job_event(ev.ADDED, "after", "6"))
-        wait_for = time.monotonic() + 10
-        while not r.exists(KEYS.state("job", "ns", "after")) and time.monotonic() < wait_for:
-            time.sleep(0.02)
-        assert r.exists(KEYS.state("job", "ns", "after"))
+        wait_until(lambda: r.exists(KEYS.state("job", "ns", "after")), 10, "after", 0.02)
     finally:
         stop.set()
         worker.join(10)
