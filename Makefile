@@ -16,14 +16,29 @@ stop: ## stop what `make run` started
 test: venv localcluster toxiproxy ## the whole suite against real Redis and a real API server
 	$(BIN)/pytest -q
 
-test-unit: venv ## what needs no server: decisions against fakes, property tests (seconds)
-	$(BIN)/pytest -q -m "not integration"
+# Tiers (markers set by tests/conftest.py): `kube` needs an API server, `redis` only a
+# redis-server, both are `integration`; `pytest -m "not integration"`: neither (seconds).
+test-unit: venv ## everything but the API-server tests: fakes, property tests, Redis-only logic (about a minute)
+	$(BIN)/pytest -q -m "not kube"
 
-check: lint typecheck ## what to run before every commit
+check: lint lint-deploy typecheck ## what to run before every commit
 
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# What git knows of (tracked, or new and not ignored) and is still on disk.
+LINT_SHELL = $(wildcard $(shell git ls-files --cached --others --exclude-standard '*.sh')) .ci/run
+LINT_YAML = $(wildcard $(shell git ls-files --cached --others --exclude-standard '*.yaml' '*.yml'))
+
+.PHONY: lint-deploy
+lint-deploy: venv ## shell scripts, YAML, the Dockerfile and the compose file (apt: shellcheck yamllint)
+	@command -v shellcheck >/dev/null && command -v yamllint >/dev/null \
+		|| { echo "lint-deploy: needs shellcheck and yamllint (apt-get install shellcheck yamllint)" >&2; exit 1; }
+	shellcheck $(LINT_SHELL)
+	yamllint -c .yamllint.yaml --strict $(LINT_YAML)
+	$(BIN)/hadolint Dockerfile
+	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 
 typecheck: venv
 	$(BIN)/mypy

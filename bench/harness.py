@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
@@ -21,15 +21,17 @@ import redis
 
 from common.events import Entry
 from common.keys import Keys
-from common.kube import KubeClient, KubeError, load_configuration
+from common.kube import KubeClient, load_configuration
 from kube2redis.localcluster.cluster import LocalCluster
 from kube2redis.localcluster.processes import free_port
+from tests.support.kube import JOBS, Kube, vcjob
+from tests.support.paths import REPO
+from tests.support.redis_server import RedisServer
+from tests.support.waits import wait_until
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRATCH = ROOT / "bench" / "scratch"
-RESULTS = ROOT / "bench" / "results"
+SCRATCH = REPO / "bench" / "scratch"
+RESULTS = REPO / "bench" / "results"
 QUICK_RESULTS = RESULTS / "quick"  # not kept in git
-JOBS = "/apis/batch.volcano.sh/v1alpha1/namespaces/{ns}/jobs"
 PAYLOAD = "x" * 2800  # with the rest of the Job, about 3.5 KB per object
 
 
@@ -79,61 +81,21 @@ def summary(values: list[float]) -> dict[str, Any]:
     }
 
 
-class Redis:
-    """A throwaway redis-server for one measurement."""
+class Redis(RedisServer):
+    """A throwaway redis-server for one measurement: no AOF (the measurements are of
+    kube2redis, not of Redis's fsync), removed with its data when stopped."""
 
     def __init__(self, name: str) -> None:
-        self.port = free_port()
-        self.dir = SCRATCH / f"redis-{name}-{self.port}"
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.proc: subprocess.Popen[bytes] | None = None
+        port = free_port()
+        super().__init__(SCRATCH / f"redis-{name}-{port}", ["--appendonly", "no"], port=port)
         self.start()
 
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.dir),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = self.client()
-        for _ in range(100):
-            try:
-                client.ping()
-            except redis.ConnectionError:
-                time.sleep(0.05)
-            else:
-                return
-        raise RuntimeError("redis-server did not start")
-
-    def client(self) -> "redis.Redis":
-        return redis.Redis(port=self.port, socket_timeout=30)
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
+    def client(self, **kwargs: Any) -> "redis.Redis":
+        return super().client(**{"socket_timeout": 30, **kwargs})
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-        shutil.rmtree(self.dir, ignore_errors=True)
+        super().stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 class Cluster:
@@ -143,72 +105,26 @@ class Cluster:
         self.local = LocalCluster(SCRATCH / "cluster", watch_cache=True)
         self.local.up()
         self.kubeconfig = self.local.kubeconfig
-        self.client = KubeClient(load_configuration(self.kubeconfig, None))
+        self.kube = Kube(self.kubeconfig, str(self.local.bin_dir / "kubectl"), self.local)
+
+    @property
+    def client(self) -> KubeClient:
+        return self.kube.client
 
     def namespace(self, name: str) -> str:
-        ns = f"{name}-{int(time.time() * 1000) % 10**8}"
-        self.client.call(
-            "POST", "/api/v1/namespaces", json.dumps({"metadata": {"name": ns}}).encode()
-        )
-        return ns
+        return self.kube.create_namespace(name)
 
     def delete_namespace(self, ns: str, timeout_s: float = 900.0) -> None:
         """Delete and wait until it is gone: the namespace controller deletes its
         objects one by one, and that work must not overlap the next measurement."""
-        with suppress(KubeError):
-            self.client.call("DELETE", f"/api/v1/namespaces/{ns}")
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                self.client.get(f"/api/v1/namespaces/{ns}")
-            except KubeError as exc:
-                if exc.status == 404:
-                    return
-                raise
-            time.sleep(0.5)
-        raise RuntimeError(f"namespace {ns} still terminating after {timeout_s:.0f} s")
+        self.kube.delete_namespace(ns, wait_s=timeout_s)
 
     def down(self) -> None:
         self.local.down(purge=True)
 
 
 def job(name: str, ns: str) -> bytes:
-    return json.dumps(
-        {
-            "apiVersion": "batch.volcano.sh/v1alpha1",
-            "kind": "Job",
-            "metadata": {
-                "name": name,
-                "namespace": ns,
-                "labels": {"app": "bench"},
-                "annotations": {"bench/payload": PAYLOAD},
-            },
-            "spec": {
-                "schedulerName": "volcano",
-                "queue": "default",
-                "minAvailable": 1,
-                "tasks": [
-                    {
-                        "name": "worker",
-                        "replicas": 1,
-                        "template": {
-                            "spec": {
-                                "restartPolicy": "Never",
-                                "containers": [
-                                    {
-                                        "name": "main",
-                                        "image": "busybox",
-                                        "command": ["sh", "-c", "echo hi"],
-                                        "resources": {"requests": {"cpu": "100m"}},
-                                    }
-                                ],
-                            }
-                        },
-                    }
-                ],
-            },
-        }
-    ).encode()
+    return json.dumps(vcjob(name, ns, payload=PAYLOAD, app="bench")).encode()
 
 
 class Load:
@@ -280,12 +196,12 @@ class ChangeClock:
                         self.last_delete_at = now
 
     def wait_deleted(self, count: int, timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.deleted >= count:
-                return True
-            time.sleep(0.02)
-        return False
+        """Whether count DELETEDs landed within timeout_s."""
+        try:
+            wait_until(lambda: self.deleted >= count, timeout_s, f"{count} deletes", 0.02)
+        except AssertionError:
+            return False
+        return True
 
     def stop(self) -> None:
         self._stop.set()
@@ -377,7 +293,7 @@ class System:
                         "--quiet",
                         "--namespace",
                         ns,
-                        str(ROOT / "bench" / "peers" / "kopf_peer.py"),
+                        str(REPO / "bench" / "peers" / "kopf_peer.py"),
                     ],
                     env=env,
                     stdout=out,
@@ -464,7 +380,7 @@ def build_informer_go() -> None:
     (SCRATCH / "bin").mkdir(parents=True, exist_ok=True)
     subprocess.run(
         ["go", "build", "-o", str(SCRATCH / "bin" / "informer-go"), "."],
-        cwd=ROOT / "bench" / "peers" / "informer-go",
+        cwd=REPO / "bench" / "peers" / "informer-go",
         check=True,
     )
 
@@ -476,14 +392,16 @@ def running(name: str, cluster: Cluster, ns: str, r: Redis, load: Load) -> Itera
     client = r.client()
     try:
         load.create("probe")
-        deadline = time.monotonic() + 120
-        while not client.exists(f"k8s:job:{ns}:probe"):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{name} never mirrored the probe; see {system.log}")
-            time.sleep(0.05)
+        wait_until(
+            lambda: client.exists(f"k8s:job:{ns}:probe"),
+            120,
+            f"{name} to mirror the probe (see {system.log})",
+            0.05,
+        )
         load.delete("probe")
-        while client.exists(f"k8s:job:{ns}:probe") and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(
+            lambda: not client.exists(f"k8s:job:{ns}:probe"), 120, "the probe's delete", 0.05
+        )
         yield system
     finally:
         system.stop()

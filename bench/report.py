@@ -6,7 +6,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from bench.harness import RESULTS, ROOT
+from bench.harness import RESULTS
+from tests.support.paths import REPO
 
 TARGETS = {
     "burst": "kube2redis at least 0.9x the client-go informer's events/s, and ahead of kopf",
@@ -206,7 +207,7 @@ def _restart_verdict(restart: dict[str, Any]) -> str:
 def write_all(results: Path) -> Path:
     """Write the Markdown report and the plots for the JSON files in results; return
     the report's path."""
-    shown = results.relative_to(ROOT)
+    shown = results.relative_to(REPO)
     lines = [
         "# Benchmark results",
         "",
@@ -266,7 +267,7 @@ def write_all(results: Path) -> Path:
         "",
     ]
     # The full run's report sits beside bench/ where the README links it.
-    markdown = ROOT / "bench" / "RESULTS.md" if results == RESULTS else results / "RESULTS.md"
+    markdown = REPO / "bench" / "RESULTS.md" if results == RESULTS else results / "RESULTS.md"
     markdown.write_text("\n".join(lines))
     _plots(results)
     return markdown

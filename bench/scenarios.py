@@ -15,7 +15,6 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.harness import (
-    JOBS,
     PAYLOAD,
     SCRATCH,
     ChangeClock,
@@ -34,6 +33,7 @@ from common.keys import Keys
 from common.objects import decode_head, decode_list_page
 from common.resp import Batch
 from projector.scripts import Ack, ApplySettings, Mode, Scripts
+from tests.support.kube import JOBS
 from watcher.append import xadd_args
 from watcher.reflector import PAGE_SIZE
 from watcher.spool import FsyncPolicy, Spool

@@ -18,7 +18,7 @@ from common.kube import KubeClient
 from common.objects import decode_head, decode_list_page
 from common.redisconn import text
 from common.resources import Resource
-from tests.servers import read_stream
+from tests.support.redis_server import read_stream
 
 KEYS = Keys()
 

@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 
 from common.kube import KubeError, KubeNotFoundError
-from tests.servers import Kube, vcjob
+from tests.support.kube import Kube, vcjob
 
 log = logging.getLogger(__name__)
 

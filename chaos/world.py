@@ -14,7 +14,8 @@ from chaos.toxiproxy import Toxiproxy
 from kube2redis.localcluster.cluster import LocalCluster
 from projector.scripts import BREAK_CAS_ENV
 from tests.procs import Proc
-from tests.servers import Kube, RedisServer
+from tests.support.kube import Kube
+from tests.support.redis_server import RedisServer
 
 UNREACHABLE_AT_START = "kube2redis: error: API server "
 

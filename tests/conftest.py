@@ -19,7 +19,9 @@ import redis
 
 from kube2redis.localcluster.cluster import LocalCluster, default_cache_dir, install_volcano_crds
 from tests.procs import ProcFactory
-from tests.servers import REDIS_SERVER, Kube, RedisServer, docker_answers, unavailable
+from tests.support.ci import docker_answers, unavailable
+from tests.support.kube import Kube
+from tests.support.redis_server import REDIS_SERVER, RedisServer
 
 
 def _unavailable(what: str) -> None:
@@ -136,12 +138,32 @@ def procs(tmp_path: Path) -> Iterator[ProcFactory]:
 
 # ---- markers -------------------------------------------------------------------------------
 
+# What a test needs, from the fixtures it uses (directly or through other fixtures):
+# namespace and local_cluster go through kube.
+_KUBE_FIXTURES = frozenset({"kube"})
+_REDIS_FIXTURES = frozenset({"redis_server", "redis_url", "r"})
 _REAL_SERVERS = frozenset({"integration", "chaos"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests under tests/integration and tests/chaos need real servers: marked
-    `integration`, so `pytest -m "not integration"` runs the rest in seconds."""
+    """Mark each test with what it needs, so each tier runs on its own:
+
+    * `kube`: an API server (and usually Redis): uses the kube fixture, or its module
+      starts a control plane of its own and says so with `pytestmark = pytest.mark.kube`;
+    * `redis`: a redis-server only: uses a Redis fixture, is marked so by its module
+      (one that starts its own redis-servers), or is anything else under
+      tests/integration or tests/chaos;
+    * both are also `integration`. `pytest -m "not integration"` runs the rest (fakes,
+      property tests) in seconds; `make test-unit` (`-m "not kube"`) adds the Redis tier.
+    """
     for item in items:
-        if _REAL_SERVERS & set(item.path.parts):
-            item.add_marker(pytest.mark.integration)
+        declared = {mark.name for mark in item.iter_markers()}
+        needs = set(getattr(item, "fixturenames", ()))
+        if "kube" in declared or needs & _KUBE_FIXTURES:
+            tier = pytest.mark.kube
+        elif "redis" in declared or needs & _REDIS_FIXTURES or _REAL_SERVERS & set(item.path.parts):
+            tier = pytest.mark.redis
+        else:
+            continue
+        item.add_marker(tier)
+        item.add_marker(pytest.mark.integration)

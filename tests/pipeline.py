@@ -9,9 +9,11 @@ import redis
 from common.keys import Keys
 from tests import procs
 from tests.procs import Proc, ProcFactory
-from tests.servers import Kube, read_stream, wait_until
+from tests.support.events import JOBS_RESOURCE
+from tests.support.kube import Kube
+from tests.support.redis_server import read_stream
+from tests.support.waits import wait_until
 
-JOBS_RESOURCE = "jobs.batch.volcano.sh"
 KEYS = Keys()
 
 

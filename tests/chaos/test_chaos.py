@@ -6,10 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from chaos.toxiproxy import binary
-from tests.servers import unavailable
+import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from chaos.toxiproxy import binary
+from tests.support.ci import unavailable
+from tests.support.paths import REPO
+
+# The chaos run starts its own control plane.
+pytestmark = pytest.mark.kube
 
 
 def _chaos(
@@ -29,7 +33,7 @@ def _chaos(
             str(results),
             *args,
         ],
-        cwd=ROOT,
+        cwd=REPO,
         capture_output=True,
         text=True,
         timeout=1200,

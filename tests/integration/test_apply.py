@@ -4,7 +4,6 @@ import random
 import time
 from typing import Any
 
-import msgspec
 import redis
 
 from common import events as ev
@@ -12,61 +11,29 @@ from common.keys import Keys
 from projector.consumer import ConsumerSettings, Projector
 from projector.metrics import ProjectorMetrics
 from projector.scripts import Mode
-from tests.servers import append_event, read_stream
+from tests.support.events import job_event, job_object, relist_end
+from tests.support.redis_server import append_event, read_stream
+from tests.support.waits import wait_until
 from watcher.retention import safe_min_id, trim
 
 KEYS = Keys()
 
 
-def _obj(name: str, rv: str, phase: str = "Pending") -> bytes:
-    return (
-        f'{{"kind":"Job","metadata":{{"name":"{name}","namespace":"ns",'
-        f'"resourceVersion":"{rv}"}},"status":{{"state":{{"phase":"{phase}"}}}}}}'
-    ).encode()
-
-
-def _event(kind: str, name: str, rv: str, **extra: Any) -> ev.StreamEvent:
-    return ev.StreamEvent(
-        type=kind,
-        resource="jobs.batch.volcano.sh",
-        kind="job",
-        namespace="ns",
-        name=name,
-        uid=f"uid-{name}",
-        rv=rv,
-        object=b"" if kind == ev.DELETED else _obj(name, rv),
-        received_ns=time.time_ns(),
-        **extra,
-    )
-
-
-def _relist_end(rv: str, members: list[str], namespace: str = "ns") -> ev.StreamEvent:
-    return ev.StreamEvent(
-        type=ev.RELIST_END,
-        resource="jobs.batch.volcano.sh",
-        kind="job",
-        namespace=namespace,
-        rv=rv,
-        received_ns=time.time_ns(),
-        members=ev.encode_members(members),
-    )
-
-
 def _history() -> list[ev.StreamEvent]:
     """A realistic history: creates, updates, deletes, a re-create, a relist."""
     return [
-        _event(ev.ADDED, "a", "10"),
-        _event(ev.ADDED, "b", "11"),
-        _event(ev.MODIFIED, "a", "12"),
-        _event(ev.ADDED, "c", "13"),
-        _event(ev.DELETED, "b", "14"),
-        _event(ev.MODIFIED, "c", "15"),
-        _event(ev.ADDED, "b", "16"),  # re-created with the same name
-        _event(ev.DELETED, "a", "17"),
-        _event(ev.SYNC, "b", "16"),
-        _event(ev.SYNC, "c", "15"),
-        _relist_end("18", ["ns:b", "ns:c"]),
-        _event(ev.MODIFIED, "c", "19"),
+        job_event(ev.ADDED, "a", "10"),
+        job_event(ev.ADDED, "b", "11"),
+        job_event(ev.MODIFIED, "a", "12"),
+        job_event(ev.ADDED, "c", "13"),
+        job_event(ev.DELETED, "b", "14"),
+        job_event(ev.MODIFIED, "c", "15"),
+        job_event(ev.ADDED, "b", "16"),  # re-created with the same name
+        job_event(ev.DELETED, "a", "17"),
+        job_event(ev.SYNC, "b", "16"),
+        job_event(ev.SYNC, "c", "15"),
+        relist_end("18", ["ns:b", "ns:c"]),
+        job_event(ev.MODIFIED, "c", "19"),
     ]
 
 
@@ -107,7 +74,7 @@ def test_history_ends_in_the_cluster_state(r: "redis.Redis") -> None:
     assert not r.exists(KEYS.state("job", "ns", "a"))
     assert r.get(KEYS.tombstone("job", "ns", "a")) == b"17"
     stored = r.hget(KEYS.state("job", "ns", "c"), "object")
-    assert stored == _obj("c", "19")
+    assert stored == job_object("c", "19")
 
 
 def test_twice_shuffled_and_duplicated_give_the_same_state(r: "redis.Redis") -> None:
@@ -127,10 +94,10 @@ def test_twice_shuffled_and_duplicated_give_the_same_state(r: "redis.Redis") -> 
 def test_stale_events_and_tombstones_count_as_such(r: "redis.Redis") -> None:
     p = _projector(r, Mode.REPLAY)
     events = [
-        _event(ev.ADDED, "x", "20"),
-        _event(ev.MODIFIED, "x", "19"),
-        _event(ev.DELETED, "x", "25"),
-        _event(ev.MODIFIED, "x", "22"),
+        job_event(ev.ADDED, "x", "20"),
+        job_event(ev.MODIFIED, "x", "19"),
+        job_event(ev.DELETED, "x", "25"),
+        job_event(ev.MODIFIED, "x", "22"),
     ]
     rows = [
         (
@@ -157,30 +124,20 @@ def test_relist_deletes_what_vanished_but_keeps_newer_objects(r: "redis.Redis") 
     _apply(
         r,
         [
-            _event(ev.ADDED, "old", "10"),
-            _event(ev.ADDED, "kept", "11"),
-            _event(ev.ADDED, "newer", "30"),
+            job_event(ev.ADDED, "old", "10"),
+            job_event(ev.ADDED, "kept", "11"),
+            job_event(ev.ADDED, "newer", "30"),
         ],
     )
-    _apply(r, [_relist_end("20", ["ns:kept"])])
+    _apply(r, [relist_end("20", ["ns:kept"])])
     assert r.smembers(KEYS.index("job")) == {b"ns:kept", b"ns:newer"}
     assert r.get(KEYS.tombstone("job", "ns", "old")) == b"20"
 
 
 def test_relist_scope_leaves_other_namespaces_alone(r: "redis.Redis") -> None:
-    other = ev.StreamEvent(
-        type=ev.ADDED,
-        resource="jobs.batch.volcano.sh",
-        kind="job",
-        namespace="other",
-        name="z",
-        uid="u",
-        rv="5",
-        object=_obj("z", "5"),
-        received_ns=1,
-    )
-    _apply(r, [other, _event(ev.ADDED, "gone", "6")])
-    _apply(r, [_relist_end("20", [], namespace="ns")])
+    other = job_event(ev.ADDED, "z", "5", namespace="other", obj=job_object("z", "5"))
+    _apply(r, [other, job_event(ev.ADDED, "gone", "6")])
+    _apply(r, [relist_end("20", [], namespace="ns")])
     assert r.smembers(KEYS.index("job")) == {b"other:z"}
 
 
@@ -189,16 +146,16 @@ def test_late_older_event_cannot_resurrect_an_object_a_relist_did_not_list(
 ) -> None:
     """DESIGN rule 3 with several projectors: ADDED x@10 is still pending on another
     consumer when the RELIST_END at 20 (which did not list x) is applied."""
-    _apply(r, [_relist_end("20", ["ns:y"])])
-    _apply(r, [_event(ev.ADDED, "x", "10")])  # delivered late, after the relist
+    _apply(r, [relist_end("20", ["ns:y"])])
+    _apply(r, [job_event(ev.ADDED, "x", "10")])  # delivered late, after the relist
     assert not r.exists(KEYS.state("job", "ns", "x"))
-    _apply(r, [_event(ev.ADDED, "x", "25")])  # created again after the list: applies
+    _apply(r, [job_event(ev.ADDED, "x", "25")])  # created again after the list: applies
     assert r.hget(KEYS.state("job", "ns", "x"), "rv") == b"25"
 
 
 def test_an_older_relist_replayed_changes_nothing(r: "redis.Redis") -> None:
-    _apply(r, [_event(ev.ADDED, "a", "30"), _relist_end("40", ["ns:a"])])
-    _apply(r, [_relist_end("20", [])])
+    _apply(r, [job_event(ev.ADDED, "a", "30"), relist_end("40", ["ns:a"])])
+    _apply(r, [relist_end("20", [])])
     assert r.exists(KEYS.state("job", "ns", "a"))
 
 
@@ -225,7 +182,7 @@ def test_change_feed_has_one_entry_per_applied_change(r: "redis.Redis") -> None:
 def test_bad_entries_go_to_dead_letters_and_the_projector_goes_on(r: "redis.Redis") -> None:
     p = _projector(r)
     p.ensure_group()
-    good: dict[Any, Any] = dict(ev.to_fields(_event(ev.ADDED, "ok", "5")))
+    good: dict[Any, Any] = dict(ev.to_fields(job_event(ev.ADDED, "ok", "5")))
     r.xadd(KEYS.stream, {"garbage": "1"})
     r.xadd(KEYS.stream, {**good, "rv": "not-a-number"})
     r.xadd(KEYS.stream, good)
@@ -263,15 +220,28 @@ def test_a_flushed_script_cache_is_reloaded_and_nothing_is_dead_lettered(
     assert r.get(KEYS.tombstone("job", "ns", "a")) == b"17"
 
 
+def _wait_idle(r: "redis.Redis", count: int, idle_ms: int) -> None:
+    """Until Redis reports count pending entries idle at least idle_ms (what reclaim
+    waits for), by XPENDING's IDLE filter: its clock, not ours."""
+    wait_until(
+        lambda: (
+            len(r.xpending_range(KEYS.stream, "projector", "-", "+", 1000, idle=idle_ms)) == count
+        ),
+        5,
+        f"{count} entries idle {idle_ms} ms",
+        0.02,
+    )
+
+
 def test_poison_entry_is_dead_lettered_after_max_deliveries(r: "redis.Redis") -> None:
     p = _projector(r, max_deliveries=3, reclaim_idle_ms=100)
     p.ensure_group()
-    entry_id = append_event(r, KEYS.stream, _event(ev.ADDED, "poison", "5"))
+    entry_id = append_event(r, KEYS.stream, job_event(ev.ADDED, "poison", "5"))
     # Delivered three times to consumers that died on it (each claim is a delivery).
     r.xreadgroup("projector", "crashy-1", {KEYS.stream: ">"})
     r.xclaim(KEYS.stream, "projector", "crashy-2", 0, [entry_id])
     r.xclaim(KEYS.stream, "projector", "crashy-3", 0, [entry_id])
-    time.sleep(0.2)
+    _wait_idle(r, 1, 100)
     p.reclaim()
     (dead,) = read_stream(r, KEYS.dead_letter)
     assert dead[1][b"dead_reason"].startswith(b"poison: delivered")
@@ -286,7 +256,7 @@ def test_reclaim_takes_over_a_dead_consumers_entries(r: "redis.Redis") -> None:
         append_event(r, KEYS.stream, e)
     r.xreadgroup("projector", "dead-consumer", {KEYS.stream: ">"}, count=100)
     assert r.xpending(KEYS.stream, "projector")["pending"] == len(_history())
-    time.sleep(0.2)
+    _wait_idle(r, len(_history()), 100)
     assert p.reclaim() == len(_history())
     assert r.xpending(KEYS.stream, "projector")["pending"] == 0
     assert r.smembers(KEYS.index("job")) == {b"ns:b", b"ns:c"}
@@ -295,10 +265,10 @@ def test_reclaim_takes_over_a_dead_consumers_entries(r: "redis.Redis") -> None:
 def test_trimmed_pending_entries_are_acked_and_counted(r: "redis.Redis") -> None:
     p = _projector(r, reclaim_idle_ms=100)
     p.ensure_group()
-    append_event(r, KEYS.stream, _event(ev.ADDED, "t", "5"))
+    append_event(r, KEYS.stream, job_event(ev.ADDED, "t", "5"))
     r.xreadgroup("projector", "dead-consumer", {KEYS.stream: ">"})
     r.xtrim(KEYS.stream, maxlen=0)  # Redis 7 trims regardless of the group
-    time.sleep(0.2)
+    _wait_idle(r, 1, 100)
     p.reclaim()
     assert r.xpending(KEYS.stream, "projector")["pending"] == 0
     assert (
@@ -314,7 +284,7 @@ def test_trimmed_pending_entries_are_acked_and_counted(r: "redis.Redis") -> None
 
 def test_retention_never_trims_what_the_group_has_not_acked(r: "redis.Redis") -> None:
     ids = [
-        append_event(r, KEYS.stream, _event(ev.ADDED, f"o{i}", str(i + 1))).decode()
+        append_event(r, KEYS.stream, job_event(ev.ADDED, f"o{i}", str(i + 1))).decode()
         for i in range(10)
     ]
     time.sleep(0.01)
@@ -341,16 +311,11 @@ def test_projector_recreates_a_deleted_group(r: "redis.Redis") -> None:
     worker = threading.Thread(target=p.run, args=(stop,))
     worker.start()
     try:
-        append_event(r, KEYS.stream, _event(ev.ADDED, "before", "5"))
-        wait_for = time.monotonic() + 10
-        while not r.exists(KEYS.state("job", "ns", "before")) and time.monotonic() < wait_for:
-            time.sleep(0.02)
+        append_event(r, KEYS.stream, job_event(ev.ADDED, "before", "5"))
+        wait_until(lambda: r.exists(KEYS.state("job", "ns", "before")), 10, "before", 0.02)
         r.delete(KEYS.stream)  # the stream and its group vanish (FLUSHALL, a restore)
-        append_event(r, KEYS.stream, _event(ev.ADDED, "after", "6"))
-        wait_for = time.monotonic() + 10
-        while not r.exists(KEYS.state("job", "ns", "after")) and time.monotonic() < wait_for:
-            time.sleep(0.02)
-        assert r.exists(KEYS.state("job", "ns", "after"))
+        append_event(r, KEYS.stream, job_event(ev.ADDED, "after", "6"))
+        wait_until(lambda: r.exists(KEYS.state("job", "ns", "after")), 10, "after", 0.02)
     finally:
         stop.set()
         worker.join(10)
@@ -362,7 +327,7 @@ def test_an_entry_no_longer_pending_in_the_group_changes_nothing(r: "redis.Redis
     # stream was reset (Redis restarted empty, or the mirror wiped for another
     # cluster) and the group recreated. Its late applies must not bring them back.
     r.xgroup_create(KEYS.stream, "projector", id="0", mkstream=True)
-    stale = [_event(ev.ADDED, "ghost", "50"), _relist_end("51", ["ns:ghost"])]
+    stale = [job_event(ev.ADDED, "ghost", "50"), relist_end("51", ["ns:ghost"])]
     for event in stale:
         append_event(r, KEYS.stream, event)
     slow = _projector(r, group="projector", consumer="slow")
@@ -388,9 +353,9 @@ def test_an_entry_no_longer_pending_in_the_group_changes_nothing(r: "redis.Redis
 def test_a_purge_removes_a_gone_resource_and_leaves_nothing_to_reject_its_return(
     r: "redis.Redis",
 ) -> None:
-    _apply(r, [_event(ev.ADDED, "a", "10"), _event(ev.ADDED, "b", "11")])
-    _apply(r, [_relist_end("12", ["ns:a", "ns:b"])])
-    purge = msgspec.structs.replace(_relist_end("20", []), purge=True)
+    _apply(r, [job_event(ev.ADDED, "a", "10"), job_event(ev.ADDED, "b", "11")])
+    _apply(r, [relist_end("12", ["ns:a", "ns:b"])])
+    purge = relist_end("20", [], purge=True)
 
     _apply(r, [purge])
 
@@ -399,7 +364,7 @@ def test_a_purge_removes_a_gone_resource_and_leaves_nothing_to_reject_its_return
     assert not r.exists(KEYS.tombstone("job", "ns", "a"), KEYS.relist("job", "ns"))
     # The resource was served again all along (a 404 after an API server restart):
     # the same objects at their old resourceVersions come back.
-    _apply(r, [_event(ev.SYNC, "a", "10"), _event(ev.SYNC, "b", "11")])
-    _apply(r, [_relist_end("21", ["ns:a", "ns:b"])])
+    _apply(r, [job_event(ev.SYNC, "a", "10"), job_event(ev.SYNC, "b", "11")])
+    _apply(r, [relist_end("21", ["ns:a", "ns:b"])])
     assert r.hget(KEYS.state("job", "ns", "a"), "rv") == b"10"
     assert r.smembers(KEYS.index("job")) == {b"ns:a", b"ns:b"}

@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 
 from common import events as ev
 from common.keys import Keys
-from tests.integration.test_apply import _apply, _event, _relist_end, state
+from tests.integration.test_apply import _apply, state
+from tests.support.events import job_event, relist_end
 
 KEYS = Keys()
 NAMES = ("a", "b", "c")
@@ -26,14 +27,14 @@ def histories(draw: st.DrawFn) -> tuple[list[ev.StreamEvent], dict[str, int]]:
         action = draw(st.sampled_from(("write", "delete", "relist")))
         name = draw(st.sampled_from(NAMES))
         if action == "write":
-            events.append(_event(ev.MODIFIED if name in live else ev.ADDED, name, str(rv)))
+            events.append(job_event(ev.MODIFIED if name in live else ev.ADDED, name, str(rv)))
             live[name] = rv
         elif action == "delete" and name in live:
-            events.append(_event(ev.DELETED, name, str(rv)))
+            events.append(job_event(ev.DELETED, name, str(rv)))
             del live[name]
         elif action == "relist":
-            events += [_event(ev.SYNC, n, str(v)) for n, v in sorted(live.items())]
-            events.append(_relist_end(str(rv), [f"ns:{n}" for n in sorted(live)]))
+            events += [job_event(ev.SYNC, n, str(v)) for n, v in sorted(live.items())]
+            events.append(relist_end(str(rv), [f"ns:{n}" for n in sorted(live)]))
     return events, live
 
 

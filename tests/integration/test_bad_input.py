@@ -7,9 +7,10 @@ import pytest
 
 from kube2redis.localcluster.processes import free_port
 from tests import procs as kprocs
-from tests.pipeline import JOBS_RESOURCE, metric, start_watcher
+from tests.pipeline import metric, start_watcher
 from tests.procs import ProcFactory
-from tests.servers import Jobs, Kube, wait_until
+from tests.support.kube import Jobs, Kube
+from tests.support.waits import wait_until
 
 
 def _one_line_error(result: subprocess.CompletedProcess[str], *expected: str) -> None:
@@ -131,5 +132,12 @@ def test_unreachable_redis_at_start_spools_and_readyz_says_why(
     _, body = wait_until(not_ready, 10, "readyz to fail")
     assert "redis unreachable" in body
     assert list((tmp_path / "spool").glob("*.seg"))
-    assert watcher.proc.poll() is None  # still running, still watching
-    assert JOBS_RESOURCE in watcher.text() or "watching" in watcher.text()
+    # Still running, still watching: what changes now is spooled too.
+    spooled = metric(watcher, "kube2redis_watcher_events_spooled_total")
+    jobs.create("after-not-ready")
+    wait_until(
+        lambda: metric(watcher, "kube2redis_watcher_events_spooled_total") > spooled,
+        30,
+        "an event of a job created after readyz failed to be spooled",
+    )
+    assert watcher.proc.poll() is None

@@ -11,7 +11,9 @@ import pytest
 from kube2redis.localcluster.cluster import LocalCluster
 from tests.pipeline import KEYS, metric, start_projector, start_watcher, wait_verified
 from tests.procs import ProcFactory
-from tests.servers import Jobs, Kube, RedisServer, unavailable
+from tests.support.ci import unavailable
+from tests.support.kube import Jobs, Kube
+from tests.support.redis_server import RedisServer
 
 
 @pytest.fixture

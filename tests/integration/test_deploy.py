@@ -1,33 +1,13 @@
-"""Manifests, scripts and packaging: linted, and applied for real to the control plane."""
+"""Manifests and scripts applied and run for real against the control plane (their
+linters run in `make check`: `make lint-deploy`)."""
 
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
-from tests.servers import Kube, unavailable
-
-REPO = Path(__file__).resolve().parents[2]
-VENV_BIN = Path(sys.executable).parent
-
-
-def _tracked(*patterns: str) -> list[str]:
-    out = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", *patterns],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return [p for p in out.stdout.split() if (REPO / p).exists()]
-
-
-def _tool(name: str) -> str:
-    found = shutil.which(name) or shutil.which(name, path=str(VENV_BIN))
-    if not found:
-        unavailable(f"{name} is not installed")
-    return found
+from tests.support.kube import Kube
+from tests.support.paths import REPO
 
 
 def _run(
@@ -45,26 +25,6 @@ def _run(
     if check:
         assert result.returncode == 0, f"{args}: {result.stdout}\n{result.stderr}"
     return result
-
-
-def test_shellcheck_passes_on_every_script() -> None:
-    scripts = [*_tracked("*.sh"), ".ci/run"]
-    assert "deploy/run-local.sh" in scripts and "manifests/volcano/install.sh" in scripts
-    _run(_tool("shellcheck"), *scripts)
-
-
-def test_yamllint_passes_on_every_yaml() -> None:
-    files = _tracked("*.yaml", "*.yml")
-    assert "docker-compose.yml" in files
-    _run(_tool("yamllint"), "-c", ".yamllint.yaml", "--strict", *files)
-
-
-def test_dockerfile_passes_hadolint() -> None:
-    _run(_tool("hadolint"), "Dockerfile")
-
-
-def test_compose_file_follows_the_compose_specification() -> None:
-    _run(_tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", "docker-compose.yml")
 
 
 def test_redis_manifests_apply_and_read_back(kube: Kube, namespace: str) -> None:

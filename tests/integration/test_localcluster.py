@@ -16,9 +16,15 @@ from common.objects import decode_head, decode_list_page, decode_status, decode_
 from kube2redis.localcluster.cluster import LocalCluster
 from kube2redis.localcluster.processes import alive
 from tests import procs
-from tests.servers import JOBS, Kube, unavailable, vcjob, wait_until
+from tests.support.ci import unavailable
+from tests.support.kube import JOBS, Kube, vcjob
+from tests.support.paths import REPO
+from tests.support.waits import wait_until
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "manual" / "simple-job.yaml"
+# Starts control planes of its own, besides the kube fixture's.
+pytestmark = pytest.mark.kube
+
+EXAMPLE = REPO / "examples" / "manual" / "simple-job.yaml"
 
 
 @pytest.fixture(scope="module")

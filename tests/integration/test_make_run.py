@@ -8,9 +8,11 @@ from pathlib import Path
 import redis
 
 from kube2redis.localcluster.processes import free_port
-from tests.servers import REDIS_SERVER, Kube, unavailable, wait_until
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.ci import unavailable
+from tests.support.kube import Kube
+from tests.support.paths import REPO
+from tests.support.redis_server import REDIS_SERVER
+from tests.support.waits import wait_until
 
 
 def _alive(pid: int) -> bool:

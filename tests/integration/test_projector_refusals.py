@@ -2,7 +2,6 @@
 entry among good ones: Redis's condition is never an entry's fault, and one bad entry
 never stops the rest. Needs only Redis."""
 
-import json
 from collections.abc import Iterator
 from itertools import chain
 from pathlib import Path
@@ -19,7 +18,9 @@ from projector.consumer import ConsumerSettings, Projector
 from projector.metrics import ProjectorMetrics
 from tests.pipeline import metric
 from tests.procs import Proc, ProcFactory
-from tests.servers import RedisServer, append_event, read_stream, wait_until
+from tests.support.events import job_event, relist_end
+from tests.support.redis_server import RedisServer, append_event, read_stream
+from tests.support.waits import wait_until
 
 KEYS = Keys()
 GROUP = "projector"
@@ -48,37 +49,10 @@ def r(server: RedisServer) -> Iterator["redis.Redis"]:
     client.close()
 
 
-def _event(name: str, rv: str, kind: str = ev.ADDED) -> ev.StreamEvent:
-    obj = {"kind": "Job", "metadata": {"name": name, "namespace": "ns", "resourceVersion": rv}}
-    return ev.StreamEvent(
-        type=kind,
-        resource="jobs.batch.volcano.sh",
-        kind="job",
-        namespace="ns",
-        name=name,
-        uid=f"uid-{name}",
-        rv=rv,
-        object=json.dumps(obj).encode(),
-        received_ns=1,
-    )
-
-
-def _relist_end(rv: str, members: bytes) -> ev.StreamEvent:
-    return ev.StreamEvent(
-        type=ev.RELIST_END,
-        resource="jobs.batch.volcano.sh",
-        kind="job",
-        namespace="ns",
-        rv=rv,
-        received_ns=1,
-        members=members,
-    )
-
-
 def _history() -> list[ev.StreamEvent]:
     """Creates and updates only: each of them writes, so each meets the OOM."""
-    events = [_event(f"j{i}", str(100 + i)) for i in range(20)]
-    events += [_event(f"j{i}", str(200 + i), ev.MODIFIED) for i in range(0, 20, 5)]
+    events = [job_event(ev.ADDED, f"j{i}", str(100 + i)) for i in range(20)]
+    events += [job_event(ev.MODIFIED, f"j{i}", str(200 + i)) for i in range(0, 20, 5)]
     return events
 
 
@@ -244,9 +218,9 @@ def test_a_projector_started_while_redis_refuses_writes_comes_up_and_catches_up(
 def test_one_malformed_relist_end_is_dead_lettered_alone_and_the_batch_applied(
     server: RedisServer, r: "redis.Redis", procs: ProcFactory
 ) -> None:
-    append_event(r, KEYS.stream, _event("a", "10"))
-    bad = append_event(r, KEYS.stream, _relist_end("11", b"not json"))
-    append_event(r, KEYS.stream, _event("b", "12"))
+    append_event(r, KEYS.stream, job_event(ev.ADDED, "a", "10"))
+    bad = append_event(r, KEYS.stream, relist_end("11", b"not json"))
+    append_event(r, KEYS.stream, job_event(ev.ADDED, "b", "12"))
     projector = _start(procs, server)  # one batch holds all three
 
     wait_until(lambda: r.xlen(KEYS.dead_letter) == 1, 30, "the bad entry dead-lettered")
@@ -258,7 +232,7 @@ def test_one_malformed_relist_end_is_dead_lettered_alone_and_the_batch_applied(
     assert _pending(r) == []
 
     # Still running and applying: nothing crashed, nothing was redelivered.
-    append_event(r, KEYS.stream, _event("c", "13"))
+    append_event(r, KEYS.stream, job_event(ev.ADDED, "c", "13"))
     wait_until(lambda: _stored_rvs(r, {"c": ""}) == {"c": "13"}, 30, "c")
     assert projector.proc.poll() is None
     assert projector.http("/readyz")[0] == 200

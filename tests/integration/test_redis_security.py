@@ -16,7 +16,9 @@ from cryptography.x509.oid import NameOID
 from common import redisconn
 from kube2redis.localcluster.processes import free_port
 from tests import procs as kprocs
-from tests.servers import REDIS_SERVER, RedisServer, unavailable, wait_until
+from tests.support.ci import unavailable
+from tests.support.redis_server import REDIS_SERVER, RedisServer
+from tests.support.waits import wait_until
 
 
 @pytest.fixture

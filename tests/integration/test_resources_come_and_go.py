@@ -15,7 +15,9 @@ from tests.pipeline import (
     wait_verified,
 )
 from tests.procs import ProcFactory
-from tests.servers import Jobs, Kube, RedisServer, wait_until
+from tests.support.kube import Jobs, Kube
+from tests.support.redis_server import RedisServer
+from tests.support.waits import wait_until
 
 GROUP = "k2r.example.com"
 WIDGETS = f"widgets.{GROUP}"

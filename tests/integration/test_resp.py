@@ -3,7 +3,6 @@ the watcher appends reads back as the same events, a refused transaction applies
 nothing, a pipeline reports each error in its place."""
 
 import threading
-import time
 
 import pytest
 import redis
@@ -11,7 +10,8 @@ import redis
 from common import events as ev
 from common.redisconn import connect
 from common.resp import Batch, call
-from tests.servers import RedisServer, read_stream
+from tests.support.redis_server import RedisServer, read_stream
+from tests.support.waits import wait_until
 from watcher.append import append_batch
 from watcher.guard import GUARD_SOURCE, ScopeGuard
 
@@ -141,15 +141,23 @@ def test_a_connection_closed_under_a_blocked_read_is_replaced_and_the_read_retri
     admin.xgroup_create(STREAM, "g", id="$", mkstream=True)
     reader_id = str(call(client, "CLIENT", "ID"))
 
+    def reading(exclude: str = "") -> str:
+        """The id of a connection blocked in XREADGROUP (other than exclude), or ""."""
+        return next(
+            (
+                str(c["id"])
+                for c in admin.client_list()
+                if c["cmd"] == "xreadgroup" and str(c["id"]) != exclude
+            ),
+            "",
+        )
+
     def cut_then_append() -> None:
         # What a Redis restart, a proxy or a failover does to a connection in use.
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            if any(c["id"] == reader_id and c["cmd"] == "xreadgroup" for c in admin.client_list()):
-                break
-            time.sleep(0.01)
+        wait_until(lambda: reading() == reader_id, 5, "the read to block", 0.01)
         admin.client_kill_filter(_id=reader_id)
-        time.sleep(0.2)
+        # Appended once the retried read blocks again on a new connection.
+        wait_until(lambda: reading(exclude=reader_id), 5, "the read to be retried", 0.01)
         admin.xadd(STREAM, {"after": "cut"})
 
     cutter = threading.Thread(target=cut_then_append)

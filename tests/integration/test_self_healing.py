@@ -21,7 +21,9 @@ from tests.pipeline import (
     wait_verified,
 )
 from tests.procs import Proc, ProcFactory
-from tests.servers import Jobs, Kube, RedisServer, wait_until
+from tests.support.kube import Jobs, Kube
+from tests.support.redis_server import RedisServer
+from tests.support.waits import wait_until
 
 # The bound: consistent within 30 s of Redis answering again.
 CONVERGE_S = 30

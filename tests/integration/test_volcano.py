@@ -17,9 +17,11 @@ from common.objects import decode_watch_line, phase_of
 from kube2redis.localcluster.cluster import LocalCluster
 from tests.pipeline import KEYS
 from tests.procs import Proc, ProcFactory
-from tests.servers import JOBS, Kube, read_stream, unavailable, vcjob, wait_until
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.ci import unavailable
+from tests.support.kube import JOBS, Kube, vcjob
+from tests.support.paths import REPO
+from tests.support.redis_server import read_stream
+from tests.support.waits import wait_until
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,10 @@ from common import events as ev
 from common.events import Entry
 from common.keys import Keys
 from common.redisconn import connect
-from tests.servers import RedisServer, unavailable, wait_until
+from tests.support.ci import unavailable
+from tests.support.events import job_event
+from tests.support.redis_server import RedisServer
+from tests.support.waits import wait_until
 from watcher import writer as writer_module
 from watcher.appender import RedisAppender
 from watcher.metrics import WatcherMetrics
@@ -34,21 +37,6 @@ class Relists:
         self.asked: dict[str, list[str]] = {scope: [] for scope in scopes}
         for scope in scopes:
             writer.on_relist(scope, self.asked[scope].append)
-
-
-def _event(kind: str, namespace: str, rv: int, name: str = "j", size: int = 0) -> ev.StreamEvent:
-    return ev.StreamEvent(
-        type=kind,
-        resource="jobs.batch.volcano.sh",
-        kind="job",
-        namespace=namespace,
-        name="" if kind in ev.MARKER_TYPES else name,
-        uid="" if kind in ev.MARKER_TYPES else f"u-{name}",
-        rv=str(rv),
-        object=b"" if kind in ev.MARKER_TYPES else b'{"x":"' + b"y" * size + b'"}',
-        received_ns=time.time_ns(),
-        members=ev.encode_members([]) if kind == ev.RELIST_END else b"",
-    )
 
 
 def _checkpoint(r: "redis.Redis", scope: str) -> bytes | None:
@@ -114,18 +102,18 @@ def test_a_scope_whose_events_were_dropped_relists_even_if_it_stays_quiet(
     writer, running = writer_on
     relists = Relists(writer, BUSY, QUIET)
     r = redis_server.client()
-    running.put(BUSY, _event(ev.ADDED, "busy", 10), 10)
-    running.written(r, QUIET, _event(ev.ADDED, "quiet", 11))
+    running.put(BUSY, job_event(ev.ADDED, "j", 10, "busy"), 10)
+    running.written(r, QUIET, job_event(ev.ADDED, "j", 11, "quiet"))
 
     redis_server.kill()
     # The quiet scope's one event lands in a spool that is already full: dropped.
     rv = 100
     while not writer.overflow.is_set():
         rv += 1
-        running.put(BUSY, _event(ev.MODIFIED, "busy", rv, size=4000), rv)
+        running.put(BUSY, job_event(ev.MODIFIED, "j", rv, "busy", obj=b"x" * 4000), rv)
         time.sleep(0.01)
         assert rv < 1000, "the spool never filled"
-    running.put(QUIET, _event(ev.MODIFIED, "quiet", rv + 1), rv + 1)
+    running.put(QUIET, job_event(ev.MODIFIED, "j", rv + 1, "quiet"), rv + 1)
     redis_server.start()
     wait_until(lambda: not writer.overflow.is_set() and running.settled(), 30, "the drain")
 
@@ -134,12 +122,14 @@ def test_a_scope_whose_events_were_dropped_relists_even_if_it_stays_quiet(
     # The quiet scope's checkpoint did not move past the dropped event...
     assert _checkpoint(r, QUIET) == b"11"
     # ...nor does a later event move it: only a relist begun after the drop does.
-    running.put(QUIET, _event(ev.MODIFIED, "quiet", rv + 2), rv + 2)
-    running.put(QUIET, _event(ev.RELIST_END, "quiet", rv + 3), rv + 3)  # an older relist's end
+    running.put(QUIET, job_event(ev.MODIFIED, "j", rv + 2, "quiet"), rv + 2)
+    running.put(
+        QUIET, job_event(ev.RELIST_END, "j", rv + 3, "quiet"), rv + 3
+    )  # an older relist's end
     wait_until(running.settled, 10, "the appends")
     assert _checkpoint(r, QUIET) == b"11"
-    running.put(QUIET, _event(ev.RELIST_BEGIN, "quiet", rv + 4), None)
-    running.put(QUIET, _event(ev.RELIST_END, "quiet", rv + 4), rv + 4)
+    running.put(QUIET, job_event(ev.RELIST_BEGIN, "j", rv + 4, "quiet"), None)
+    running.put(QUIET, job_event(ev.RELIST_END, "j", rv + 4, "quiet"), rv + 4)
     wait_until(lambda: _checkpoint(r, QUIET) == str(rv + 4).encode(), 10, "the relist's rv")
 
 
@@ -149,7 +139,7 @@ def test_redis_restarted_empty_is_found_without_any_new_event(
     writer, running = writer_on
     relists = Relists(writer, BUSY, QUIET)
     r = redis_server.client()
-    running.written(r, QUIET, _event(ev.ADDED, "quiet", 11))
+    running.written(r, QUIET, job_event(ev.ADDED, "j", 11, "quiet"))
 
     redis_server.restart_empty()
 
@@ -160,7 +150,7 @@ def test_redis_restarted_empty_is_found_without_any_new_event(
     ((_, change),) = cast(list[Entry], r.xrange(KEYS.changes))
     assert change[b"type"] == b"RESET"
     # A late event of the old watch does not write a checkpoint a restart would trust.
-    running.put(QUIET, _event(ev.MODIFIED, "quiet", 12), 12)
+    running.put(QUIET, job_event(ev.MODIFIED, "j", 12, "quiet"), 12)
     wait_until(running.settled, 10, "the append")
     assert _checkpoint(r, QUIET) is None
 
@@ -171,11 +161,11 @@ def test_redis_restored_to_older_marks_is_a_loss_and_a_second_writer_is_not(
     writer, running = writer_on
     relists = Relists(writer, BUSY, QUIET)
     r = redis_server.client()
-    running.put(BUSY, _event(ev.ADDED, "busy", 10), 10)
-    running.written(r, QUIET, _event(ev.ADDED, "quiet", 10))
+    running.put(BUSY, job_event(ev.ADDED, "j", 10, "busy"), 10)
+    running.written(r, QUIET, job_event(ev.ADDED, "j", 10, "quiet"))
     snapshot = tmp_path / "old.rdb"
     redis_server.snapshot(snapshot)
-    running.written(r, BUSY, _event(ev.MODIFIED, "busy", 20))
+    running.written(r, BUSY, job_event(ev.MODIFIED, "j", 20, "busy"))
 
     redis_server.restore(snapshot)
     wait_until(lambda: relists.asked[BUSY], 30, "a relist of the scope that lost a write")
@@ -207,8 +197,8 @@ def test_a_loss_whose_reply_never_came_back_is_still_found(
         try:
             relists = Relists(writer, BUSY)
             r = redis_server.client()
-            running.written(r, BUSY, _event(ev.ADDED, "busy", 10))
-            running.written(r, BUSY, _event(ev.MODIFIED, "busy", 11))
+            running.written(r, BUSY, job_event(ev.ADDED, "j", 10, "busy"))
+            running.written(r, BUSY, job_event(ev.MODIFIED, "j", 11, "busy"))
             (mark,) = cast(list[bytes], r.hmget(KEYS.checkpoint_marks, [BUSY]))
 
             proxy.toxic("redis", "timeout", {"timeout": 0}, "downstream")  # replies vanish
@@ -244,11 +234,11 @@ def test_a_scope_owing_a_relist_does_not_resume_from_a_spooled_checkpoint(
     writer, running = writer_on
     relists = Relists(writer, BUSY, QUIET)
     r = redis_server.client()
-    running.written(r, QUIET, _event(ev.ADDED, "quiet", 11))
+    running.written(r, QUIET, job_event(ev.ADDED, "j", 11, "quiet"))
     redis_server.restart_empty()
     wait_until(lambda: relists.asked[QUIET], 30, "the loss found")
     redis_server.kill()  # down again before the relist: the next event is spooled
-    running.put(QUIET, _event(ev.MODIFIED, "quiet", 13), 13)
+    running.put(QUIET, job_event(ev.MODIFIED, "j", 13, "quiet"), 13)
     wait_until(
         lambda: running.sample("kube2redis_watcher_spool_records") == 1, 10, "the event spooled"
     )
@@ -267,9 +257,9 @@ def test_a_loss_the_start_up_drain_finds_is_relisted_once_the_reflector_register
 ) -> None:
     _, running = writer_on
     r = redis_server.client()
-    running.written(r, QUIET, _event(ev.ADDED, "quiet", 11))
+    running.written(r, QUIET, job_event(ev.ADDED, "j", 11, "quiet"))
     redis_server.kill()
-    running.put(QUIET, _event(ev.MODIFIED, "quiet", 12), 12)
+    running.put(QUIET, job_event(ev.MODIFIED, "j", 12, "quiet"), 12)
     wait_until(lambda: running.sample("kube2redis_watcher_spool_records") == 1, 10, "spooled")
     running.stop.set()
     running.thread.join(30)
@@ -295,11 +285,11 @@ def test_a_spool_record_lost_on_disk_makes_every_scope_relist(
 ) -> None:
     _, running = writer_on
     r = redis_server.client()
-    running.written(r, BUSY, _event(ev.ADDED, "busy", 10))
+    running.written(r, BUSY, job_event(ev.ADDED, "j", 10, "busy"))
     redis_server.kill()
     for count, rv in enumerate((11, 12, 13), start=1):
         # One at a time, so each is a record of its own.
-        running.put(BUSY, _event(ev.MODIFIED, "busy", rv), rv)
+        running.put(BUSY, job_event(ev.MODIFIED, "j", rv, "busy"), rv)
         wait_until(
             lambda n=count: running.sample("kube2redis_watcher_spool_records") == n,
             10,
@@ -329,7 +319,7 @@ def test_another_watchers_scopes_are_neither_checked_nor_reported(
     r.hset(KEYS.checkpoint_marks, "pods/*", 40)  # another watcher's scope on this Redis
     r.hset(KEYS.checkpoint_writers, "pods/*", "another-watcher")
     writer.guard.load({"pods/*": 40})
-    running.written(r, BUSY, _event(ev.ADDED, "busy", 10))
+    running.written(r, BUSY, job_event(ev.ADDED, "j", 10, "busy"))
     r.hincrby(KEYS.checkpoint_marks, "pods/*", 3)  # the other watcher appends on
     redis_server.restart_empty()
     wait_until(lambda: running.sample("kube2redis_watcher_redis_losses_total") >= 1, 30, "our loss")
@@ -371,7 +361,7 @@ def test_a_second_eviction_within_the_minute_is_relisted_once_it_has_passed(
     relists = Relists(writer, BUSY)
     r = redis_server.client()
     r.config_set("maxmemory-policy", "allkeys-lru")
-    running.written(r, BUSY, _event(ev.ADDED, "busy", 10))
+    running.written(r, BUSY, job_event(ev.ADDED, "j", 10, "busy"))
 
     def evict() -> None:
         for i in range(100):
@@ -408,14 +398,14 @@ def test_a_copy_of_redis_from_before_it_restarted_empty_is_still_a_loss(
     relists = Relists(writer, BUSY)
     r = redis_server.client()
     for rv in range(10, 20):
-        running.put(BUSY, _event(ev.MODIFIED, "busy", rv), rv)
+        running.put(BUSY, job_event(ev.MODIFIED, "j", rv, "busy"), rv)
     wait_until(lambda: _checkpoint(r, BUSY) == b"19", 10, "ten appends")
     snapshot = tmp_path / "before-the-restart.rdb"
     redis_server.snapshot(snapshot)
     redis_server.restart_empty()
     wait_until(lambda: relists.asked[BUSY] == ["redis-lost"], 30, "the first loss")
-    running.put(BUSY, _event(ev.RELIST_BEGIN, "busy", 30), None)
-    running.put(BUSY, _event(ev.RELIST_END, "busy", 30), 30)
+    running.put(BUSY, job_event(ev.RELIST_BEGIN, "j", 30, "busy"), None)
+    running.put(BUSY, job_event(ev.RELIST_END, "j", 30, "busy"), 30)
     wait_until(lambda: _checkpoint(r, BUSY) == b"30", 10, "the relist appended")
 
     redis_server.restore(snapshot)  # older than everything since the restart

@@ -2,7 +2,6 @@
 (the integration tests run the same against a real redis-server)."""
 
 import logging
-import time
 
 import pytest
 import redis
@@ -12,6 +11,7 @@ from common import events as ev
 from common.keys import Keys
 from projector.consumer import ConsumerSettings, Projector, Refusals
 from projector.metrics import ProjectorMetrics
+from tests.support.events import job_event, relist_end
 
 OOM = OutOfMemoryError("command not allowed when used memory > 'maxmemory'.", status_code="OOM")
 MISCONF = redis.ResponseError("MISCONF Redis is configured to save RDB snapshots, but ...")
@@ -106,34 +106,13 @@ def _fields(event: ev.StreamEvent) -> dict[bytes, bytes]:
     }
 
 
-def _relist_end(members: bytes) -> ev.StreamEvent:
-    return ev.StreamEvent(
-        type=ev.RELIST_END,
-        resource="jobs.batch.volcano.sh",
-        kind="job",
-        namespace="ns",
-        rv="11",
-        received_ns=time.time_ns(),
-        members=members,
-    )
-
-
 @pytest.mark.parametrize("members", [b"not json", b'{"a": 1}', b"[1, 2]", b'["ns:a"'])
 def test_malformed_relist_members_are_found_before_anything_is_sent(members: bytes) -> None:
-    good = ev.StreamEvent(
-        type=ev.ADDED,
-        resource="jobs.batch.volcano.sh",
-        kind="job",
-        namespace="ns",
-        name="a",
-        rv="10",
-        object=b"{}",
-        received_ns=time.time_ns(),
-    )
+    good = job_event(ev.ADDED, "a", "10")
     entries = [
         (b"1-0", _fields(good)),
-        (b"2-0", _fields(_relist_end(members))),
-        (b"3-0", _fields(_relist_end(ev.encode_members(["ns:a"])))),
+        (b"2-0", _fields(relist_end("11", members))),
+        (b"3-0", _fields(relist_end("11", ["ns:a"]))),
     ]
     queued, dead = _projector()._parse(entries)
     assert [entry_id for entry_id, _ in queued] == ["1-0", "3-0"]

@@ -1,22 +1,9 @@
 import pytest
 
 from common import events as ev
+from tests.support.events import job_event, relist_end
 
-
-def _event(**overrides: object) -> ev.StreamEvent:
-    fields: dict[str, object] = {
-        "type": ev.MODIFIED,
-        "resource": "jobs.batch.volcano.sh",
-        "kind": "job",
-        "namespace": "default",
-        "name": "train-1",
-        "uid": "u-1",
-        "rv": "42",
-        "object": b'{"kind":"Job"}',
-        "received_ns": 1_700_000_000_000_000_000,
-    }
-    fields.update(overrides)
-    return ev.StreamEvent(**fields)  # type: ignore[arg-type]
+_EVENT = job_event(ev.MODIFIED, "train-1", "42", "default", received_ns=1_700_000_000_000_000_000)
 
 
 def _as_redis(fields: dict[str, bytes | str | int]) -> dict[bytes, bytes]:
@@ -24,18 +11,11 @@ def _as_redis(fields: dict[str, bytes | str | int]) -> dict[bytes, bytes]:
 
 
 def test_round_trip_through_stream_fields() -> None:
-    event = _event()
-    assert ev.from_fields(_as_redis(ev.to_fields(event))) == event
+    assert ev.from_fields(_as_redis(ev.to_fields(_EVENT))) == _EVENT
 
 
 def test_relist_end_carries_members() -> None:
-    end = _event(
-        type=ev.RELIST_END,
-        name="",
-        uid="",
-        object=b"",
-        members=ev.encode_members(["default:a", "default:b"]),
-    )
+    end = relist_end("42", ["default:a", "default:b"], namespace="default")
     decoded = ev.from_fields(_as_redis(ev.to_fields(end)))
     assert ev.decode_members(decoded.members) == ["default:a", "default:b"]
     assert decoded.is_marker
@@ -46,11 +26,29 @@ def test_relist_end_carries_members() -> None:
     [
         ({}, "no fields"),
         ({b"type": b"ADDED"}, "missing field"),
-        ({**_as_redis(ev.to_fields(_event())), b"type": b"EXPLODED"}, "unknown event type"),
-        ({**_as_redis(ev.to_fields(_event())), b"rv": b"abc"}, "not comparable"),
-        ({**_as_redis(ev.to_fields(_event())), b"received_ns": b"soon"}, "undecodable"),
         (
-            {k: v for k, v in _as_redis(ev.to_fields(_event())).items() if k != b"object"},
+            {
+                **_as_redis(ev.to_fields(_EVENT)),
+                b"type": b"EXPLODED",
+            },
+            "unknown event type",
+        ),
+        (
+            {
+                **_as_redis(ev.to_fields(_EVENT)),
+                b"rv": b"abc",
+            },
+            "not comparable",
+        ),
+        (
+            {
+                **_as_redis(ev.to_fields(_EVENT)),
+                b"received_ns": b"soon",
+            },
+            "undecodable",
+        ),
+        (
+            {k: v for k, v in _as_redis(ev.to_fields(_EVENT)).items() if k != b"object"},
             "without an object",
         ),
     ],

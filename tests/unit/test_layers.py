@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.paths import REPO
+
 OURS = {"common", "watcher", "projector", "kube2redis"}
 ALLOWED = {
     "common": {"common"},
@@ -28,6 +29,6 @@ def _imported(path: Path) -> set[str]:
 
 @pytest.mark.parametrize("package", sorted(ALLOWED))
 def test_package_imports_only_downward(package: str) -> None:
-    for path in (ROOT / package).glob("*.py"):
+    for path in (REPO / package).glob("*.py"):
         forbidden = _imported(path) - ALLOWED[package]
-        assert not forbidden, f"{path.relative_to(ROOT)} imports {sorted(forbidden)}"
+        assert not forbidden, f"{path.relative_to(REPO)} imports {sorted(forbidden)}"

@@ -14,7 +14,11 @@ from redis.retry import Retry
 from common.rediserrors import ErrorClass, classify, describe, error_code
 from common.resp import Batch, call
 from kube2redis.localcluster.processes import free_port
-from tests.servers import RedisServer, wait_until
+from tests.support.redis_server import RedisServer
+from tests.support.waits import wait_until
+
+# Real redis-servers, some started here with their own settings.
+pytestmark = pytest.mark.redis
 
 # A script that reads, then writes: without flags Redis checks OOM/READONLY/MISCONF/ACL
 # at the write; with "#!lua" (as apply.lua and relist.lua) it refuses the call up front.

@@ -11,7 +11,7 @@ import pytest
 from common import events as ev
 from common.kube import KubeUnreachableError, status_error
 from tests.fakes import JOBS, FakeKube, FakeWriter, job, watch_line
-from tests.servers import wait_until
+from tests.support.waits import wait_until
 from watcher import reflector
 from watcher.backoff import Backoff
 from watcher.metrics import WatcherMetrics
