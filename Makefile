@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run stop test test-unit check lint typecheck localcluster venv bench bench-quick bench-profile clean toxiproxy chaos
+.PHONY: run stop test test-unit check lint typecheck localcluster venv bench bench-quick bench-profile clean toxiproxy chaos helm chart dashboard
 
 run: venv localcluster ## mirror a cluster into Redis (local control plane if none is configured)
 	@bash deploy/run-local.sh
@@ -13,7 +13,7 @@ run: venv localcluster ## mirror a cluster into Redis (local control plane if no
 stop: ## stop what `make run` started
 	@bash deploy/run-local.sh stop
 
-test: venv localcluster toxiproxy ## the whole suite against real Redis and a real API server
+test: venv localcluster toxiproxy helm ## the whole suite against real Redis and a real API server
 	$(BIN)/pytest -q
 
 # Tiers (markers set by tests/conftest.py): `kube` needs an API server, `redis` only a
@@ -21,7 +21,7 @@ test: venv localcluster toxiproxy ## the whole suite against real Redis and a re
 test-unit: venv ## everything but the API-server tests: fakes, property tests, Redis-only logic (about a minute)
 	$(BIN)/pytest -q -m "not kube"
 
-check: lint lint-deploy typecheck ## what to run before every commit
+check: lint lint-deploy typecheck chart ## what to run before every commit
 
 lint: venv
 	$(BIN)/ruff check .
@@ -42,6 +42,7 @@ lint-deploy: venv ## shell scripts, YAML, the Dockerfile and the compose file (a
 
 typecheck: venv
 	$(BIN)/mypy
+	$(BIN)/mypy deploy/grafana
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -74,3 +75,25 @@ toxiproxy: ## toxiproxy's server, built from the Go module proxy (chaos network 
 
 chaos: venv localcluster toxiproxy ## seeded faults under load, then the history checks (DURATION=3600 for a soak)
 	$(BIN)/python -m chaos --duration $(DURATION) $(if $(SEED),--seed $(SEED))
+
+HELM_VERSION := v3.22.0
+HELM := $(HOME)/.cache/kube2redis/helm/$(HELM_VERSION)/helm
+# The chart's tests find the helm this Makefile built.
+export KUBE2REDIS_HELM := $(HELM)
+CHART := deploy/helm/kube2redis
+
+helm: ## helm, built from its Go module (the chart's checks and its install test)
+	@test -x $(HELM) || GOBIN=$(dir $(HELM)) go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+
+chart: venv helm ## helm lint + template, promtool check + test of the alerts, dashboard up to date
+	$(HELM) lint --strict $(CHART)
+	$(HELM) lint --strict $(CHART) --set redis.bundled.enabled=true,verify.enabled=true \
+	  --set monitoring.podMonitor.enabled=true,monitoring.serviceMonitor.enabled=true \
+	  --set monitoring.prometheusRule.enabled=true,monitoring.dashboard.enabled=true
+	$(HELM) template kube2redis $(CHART) --namespace kube2redis >/dev/null
+	promtool check rules $(CHART)/files/alerts.yaml
+	cd deploy/prometheus && promtool test rules alerts-test.yaml
+	$(BIN)/python -m deploy.grafana.dashboard --check
+
+dashboard: venv ## write the Grafana dashboard's JSON from deploy/grafana/dashboard.py
+	$(BIN)/python -m deploy.grafana.dashboard
