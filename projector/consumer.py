@@ -570,5 +570,10 @@ class Projector:
                 if text(g["name"]) == self.settings.group:
                     self.metrics.pending.set(g["pending"])
                     self.metrics.lag.set(g.get("lag") or 0)
+            oldest = self.r.xpending(self.keys.stream, self.settings.group)["min"]
         except redis.RedisError:
-            pass
+            return
+        age = 0.0
+        if oldest is not None:
+            age = max(0.0, time.time() - int(text(oldest).split("-")[0]) / 1000)
+        self.metrics.oldest_pending_age.set(age)

@@ -1,11 +1,12 @@
 """The projector's Prometheus metrics, in a registry of their own."""
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 
 class ProjectorMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)  # the pod's own CPU and memory
         r = self.registry
         self.events_in = Counter(
             "kube2redis_projector_entries_read", "Stream entries read", registry=r
@@ -49,6 +50,11 @@ class ProjectorMetrics:
         )
         self.pending = Gauge(
             "kube2redis_projector_group_pending", "Entries read, not acked", registry=r
+        )
+        self.oldest_pending_age = Gauge(
+            "kube2redis_projector_oldest_pending_age_seconds",
+            "Age of the oldest entry read but not acked by the group (0: none)",
+            registry=r,
         )
         self.reconnects = Counter(
             "kube2redis_projector_reconnects", "Redis reconnections", registry=r

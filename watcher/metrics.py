@@ -1,12 +1,21 @@
 """The watcher's Prometheus metrics, in a registry of their own."""
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 
 class WatcherMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        ProcessCollector(registry=r)  # the pod's own CPU and memory
+        self.ready = Gauge(
+            "kube2redis_watcher_ready", "1 if /readyz answers ready (read at scrape)", registry=r
+        )
+        self.spool_max_bytes = Gauge(
+            "kube2redis_watcher_spool_max_bytes",
+            "The spool's bound (--spool-max-bytes)",
+            registry=r,
+        )
         self.events_in = Counter(
             "kube2redis_watcher_events_in",
             "Watch events received",

@@ -122,6 +122,8 @@ def run(config: WatcherConfig, kube: KubeClient, r: "redis.Redis", keys: Keys) -
         return readiness(scopes, writer, spool, config.spool_ready_threshold)
 
     writer.describe = lambda: ready()[1]
+    metrics.ready.set_function(lambda: 1.0 if ready()[0] else 0.0)
+    metrics.spool_max_bytes.set(spool.max_bytes)
     health = HealthServer(config.health_host, config.health_port, metrics.registry, ready).start()
     stop = stop_on_signals()
     writer_stop = threading.Event()
