@@ -337,6 +337,7 @@ class Projector:
         outcomes: Counter[Outcome] = Counter()
         # A replay (no group) applies old entries: their age is not a latency.
         observe_latency = self.acking
+        debug = log.isEnabledFor(logging.DEBUG)  # the event log: tested once, not per entry
         for (entry_id, applied), result in zip(queued, results, strict=True):
             if applied is None:
                 continue
@@ -347,7 +348,10 @@ class Projector:
                 dead.append(Dead(entry_id, fields, DeadReason.APPLY_FAILED, detail))
                 continue
             # The scripts answer an outcome's name; relist.lua and XACK a count.
-            outcomes[Outcome(result.decode()) if isinstance(result, bytes) else Outcome.RELIST] += 1
+            outcome = Outcome(result.decode()) if isinstance(result, bytes) else Outcome.RELIST
+            outcomes[outcome] += 1
+            if debug:
+                self._log_outcome(entry_id, applied, outcome)
             if observe_latency and not applied.is_marker:
                 self.metrics.latency.observe(max(0, now_ns - applied.received_ns) / 1e9)
         for outcome, count in outcomes.items():
@@ -357,6 +361,15 @@ class Projector:
         self.metrics.events_in.inc(len(entries))
         self.metrics.apply_seconds.observe(time.perf_counter() - started)
         return len(entries)
+
+    def _log_outcome(self, entry_id: str, event: ev.StreamEvent, outcome: Outcome) -> None:
+        """The event log (--log-level debug): one line per entry applied."""
+        if event.is_marker:
+            key = f"{event.type} {event.resource}/{event.namespace or '*'}"
+        else:
+            key = self.keys.state(event.kind, event.namespace, event.name)
+        extra = {"key": key, "outcome": outcome.value, "rv": event.rv, "entry_id": entry_id}
+        log.debug("applied", extra=extra)
 
     def _parse(self, entries: Sequence[ev.Entry]) -> tuple[list[Queued], list[Dead]]:
         """Entries to send and entries to dead-letter. Everything that can find an

@@ -17,7 +17,7 @@ from common.kube import ResourceNotServedError, WatchCancel, status_error
 from common.records import WatcherStatus
 from common.resources import Resource, ResourceSpec
 from common.resp import Arg, Batch
-from watcher.appender import Checked
+from watcher.appender import Appended, Checked
 from watcher.writer import Item
 
 JOBS = Resource(
@@ -182,14 +182,15 @@ class FakeRedis:
     def ping(self) -> None:
         self._answer()
 
-    def append(self, entries: Sequence[StreamEvent], guard_args: Sequence[Arg]) -> object:
+    def append(self, entries: Sequence[StreamEvent], guard_args: Sequence[Arg]) -> Appended:
         self._answer()
+        first = len(self.stream)
         self.stream.extend(entries)
         reply = self._guard(guard_args)
         if self.lose_reply:
             self.lose_reply = False
             raise redis.ConnectionError("Connection closed by server.")
-        return reply
+        return Appended([f"{first + i + 1}-0".encode() for i in range(len(entries))], reply)
 
     def check(self, guard_args: Sequence[Arg]) -> Checked:
         self._answer()

@@ -36,6 +36,13 @@ class Checked(msgspec.Struct, frozen=True):
     failed: Exception | None = None
 
 
+class Appended(msgspec.Struct, frozen=True):
+    """One append's replies: the stream ids of its entries, and the guard's reply."""
+
+    ids: list[bytes]
+    guard: object
+
+
 class Appender(Protocol):
     def stored(self) -> tuple[dict[str, str], dict[str, int]]:
         """The checkpoints and the guard marks Redis holds."""
@@ -43,8 +50,8 @@ class Appender(Protocol):
 
     def ping(self) -> None: ...
 
-    def append(self, entries: Sequence[StreamEvent], guard_args: Sequence[Arg]) -> object:
-        """XADD the entries, then the guard call, in one MULTI/EXEC; the guard's reply."""
+    def append(self, entries: Sequence[StreamEvent], guard_args: Sequence[Arg]) -> Appended:
+        """XADD the entries, then the guard call, in one MULTI/EXEC."""
         ...
 
     def check(self, guard_args: Sequence[Arg]) -> Checked:
@@ -100,10 +107,11 @@ class RedisAppender:
     def ping(self) -> None:
         self._r.ping()
 
-    def append(self, entries: Sequence[StreamEvent], guard_args: Sequence[Arg]) -> object:
+    def append(self, entries: Sequence[StreamEvent], guard_args: Sequence[Arg]) -> Appended:
         batch = append_batch(self._stream, list(entries))
         batch.add(b"EVAL", GUARD_SOURCE, len(self._guard_keys), *self._guard_keys, *guard_args)
-        return batch.send_transaction(self._r)[-1]
+        *ids, guard = batch.send_transaction(self._r)
+        return Appended(ids, guard)  # type: ignore[arg-type]  # XADD answers bytes
 
     def check(self, guard_args: Sequence[Arg]) -> Checked:
         batch = Batch()

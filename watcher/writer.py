@@ -27,6 +27,7 @@ from common import rv as rvs
 from common.events import StreamEvent
 from common.keys import DEFAULT_GROUP
 from common.records import WatcherStatus
+from common.redisconn import text
 from watcher.appender import Appender
 from watcher.guard import ScopeGuard, Verdict
 from watcher.metrics import WatcherMetrics
@@ -38,6 +39,23 @@ log = logging.getLogger(__name__)
 # Evictions relist every scope at most this often: a Redis shared with a cache may
 # evict all day long, and each relist LISTs every scope.
 EVICTION_RELIST_EVERY_S = 60.0
+
+
+def _log_events(entries: list[StreamEvent], where: list[str]) -> None:
+    """The event log (--log-level debug): one line per event handled, and where it
+    went (its stream id, "spooled" or "dropped"). Callers test the level first, so
+    it costs nothing at info."""
+    for event, went in zip(entries, where, strict=True):
+        log.debug(
+            "event",
+            extra={
+                "type": event.type,
+                "resource": event.resource,
+                "object": f"{event.namespace}/{event.name}" if event.namespace else event.name,
+                "rv": event.rv,
+                "stream_id": went,
+            },
+        )
 
 
 def _writes(scopes: list[str], entries: list[StreamEvent]) -> list[tuple[str, str]]:
@@ -286,6 +304,8 @@ class StreamWriter:
         try:
             self._spool.append(_encode_batch(record))
             self._metrics.spooled.inc(len(entries))
+            if log.isEnabledFor(logging.DEBUG):
+                _log_events(entries, ["spooled"] * len(entries))
         except SpoolFullError as exc:
             log.error("spool full, stop reading watches until Redis is back: %s", exc)  # noqa: TRY400 - expected state, no traceback
             self.overflow.set()
@@ -295,7 +315,10 @@ class StreamWriter:
     def _drop(self, batch: list[Item]) -> None:
         """The spool is full: these items go nowhere, so their scopes relist (and
         keep their checkpoints until then), whatever the reflectors saw."""
-        self._metrics.dropped.inc(sum(1 for item in batch if item.event is not None))
+        dropped = [item.event for item in batch if item.event is not None]
+        self._metrics.dropped.inc(len(dropped))
+        if log.isEnabledFor(logging.DEBUG):
+            _log_events(dropped, ["dropped"] * len(dropped))
         for scope in dict.fromkeys(item.scope for item in batch):
             self._owe_relist(scope, "spool-full")
 
@@ -317,11 +340,13 @@ class StreamWriter:
     ) -> None:
         started = time.perf_counter()
         plan = self.guard.plan(_writes(scopes, entries), checkpoints)
-        reply = self._redis.append(entries, self.guard.append_args(plan))
+        appended = self._redis.append(entries, self.guard.append_args(plan))
         self._metrics.append_seconds.observe(time.perf_counter() - started)
         self._metrics.events_out.inc(len(entries))
+        if log.isEnabledFor(logging.DEBUG):
+            _log_events(entries, [text(i) for i in appended.ids])
         self._written()
-        self._report(self.guard.committed(plan, reply))
+        self._report(self.guard.committed(plan, appended.guard))
 
     def _written(self) -> None:
         if self.redis_problem:

@@ -4,6 +4,7 @@ scripts would: what is counted, what is dead-lettered and why, what is sent
 again. tests/integration/test_apply.py and test_projector_refusals.py run the
 same against a real redis-server."""
 
+import logging
 import time
 
 import pytest
@@ -181,3 +182,17 @@ def test_a_replay_applies_in_replay_mode_acks_nothing_and_observes_no_latency() 
     consumer.apply(_entries(_event("a", 10)))
     assert Mode.ACK.value.encode() in acking.sent[0]
     assert _count(consumer_metrics, "kube2redis_projector_event_latency_seconds_count") == 1
+
+
+def test_at_debug_each_apply_is_logged_with_key_outcome_and_rv(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="projector.consumer")
+    sender = FakeSender(lambda command: b"stale" if _entry_of(command) == b"2-0" else b"applied")
+    projector, _ = _projector(sender)
+    projector.apply(_entries(_event("a", 10), _event("b", 11)))
+    lines = [r for r in caplog.records if r.getMessage() == "applied"]
+    assert [(r.key, r.outcome, r.rv) for r in lines] == [  # type: ignore[attr-defined]
+        (KEYS.state("job", "ns", "a"), "applied", "10"),
+        (KEYS.state("job", "ns", "b"), "stale", "11"),
+    ]

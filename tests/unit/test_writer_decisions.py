@@ -3,6 +3,7 @@
 and what the guard's verdicts make it do. tests/integration/test_writer_guard.py
 runs the same decisions against a real redis-server."""
 
+import logging
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -225,3 +226,23 @@ def test_a_loss_found_before_the_scopes_reflector_registered_is_asked_when_it_do
     h.writer.on_relist(late, asked.append)
     assert asked == ["redis-lost"]
     h.spool.close()
+
+
+def test_at_debug_each_event_is_logged_with_where_it_went(
+    h: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="watcher.writer")
+    h.put(JOBS, _event(10))
+    h.redis.failure = DOWN
+    h.put(JOBS, _event(11))
+    lines = [r for r in caplog.records if r.getMessage() == "event"]
+    assert [(r.rv, r.stream_id, r.object, r.type) for r in lines] == [  # type: ignore[attr-defined]
+        ("10", "1-0", "ns/a", ev.MODIFIED),
+        ("11", "spooled", "ns/a", ev.MODIFIED),
+    ]
+
+
+def test_at_info_no_event_is_logged(h: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="watcher.writer")
+    h.put(JOBS, _event(10))
+    assert [r for r in caplog.records if r.getMessage() == "event"] == []
