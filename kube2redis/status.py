@@ -35,6 +35,48 @@ class Status(msgspec.Struct):
     checkpoints: dict[str, str]
     watchers: dict[str, WatcherStatus]
     local_spool_bytes: int | None
+    # What looks wrong, each with where to look first (empty: nothing found).
+    findings: list[str] = msgspec.field(default_factory=list)
+
+
+# A watcher publishes its status every 5 s; three missed means it is not running.
+WATCHER_SILENT_S = 15.0
+# Pending this long means no live projector holds the entry (reclaim takes 30 s).
+PENDING_OLD_S = 120.0
+
+
+def findings_of(status: "Status", keys: Keys, now_ns: int) -> list[str]:
+    """What an operator should look at first, in the order to look."""
+    found: list[str] = []
+    if not status.watchers:
+        found.append("no watcher has published a status: is one running against this Redis?")
+    for wid, w in sorted(status.watchers.items()):
+        silent_s = (now_ns - w.updated_ns) / 1e9
+        if silent_s > WATCHER_SILENT_S:
+            found.append(f"watcher {wid} silent {silent_s:.0f}s: stopped, or cannot reach Redis")
+        elif w.health and not w.health.startswith("ok"):
+            found.append(f"watcher {wid}: {w.health} (its /readyz says the same)")
+        if w.spool_records:
+            found.append(
+                f"watcher {wid} spools ({w.spool_bytes} bytes): Redis refused or was away; "
+                "it drains by itself once Redis takes writes"
+            )
+    if not status.groups and status.length:
+        found.append("no consumer group: no projector has run against this stream")
+    for g in status.groups:
+        if g.oldest_pending_age_s is not None and g.oldest_pending_age_s > PENDING_OLD_S:
+            found.append(
+                f"group {g.name}: an entry pending {g.oldest_pending_age_s:.0f}s: are projectors "
+                f"running? (XPENDING {status.stream} {g.name} - + 10)"
+            )
+        if g.lag:
+            found.append(f"group {g.name}: {g.lag} entries not read yet (projectors behind?)")
+    if status.dead_letter:
+        found.append(
+            f"{status.dead_letter} dead letters: each says why "
+            f"(XREVRANGE {keys.dead_letter} + - COUNT 5)"
+        )
+    return found
 
 
 def _age_of(entry_id: str | None) -> float | None:
@@ -78,7 +120,7 @@ def collect(r: "redis.Redis", keys: Keys, spool_dir: Path | None = None) -> Stat
     spool_bytes = None
     if spool_dir is not None and spool_dir.is_dir():
         spool_bytes = sum(p.stat().st_size for p in spool_dir.glob("*.seg"))
-    return Status(
+    status = Status(
         stream=stream,
         length=length,
         first_id=first_id,
@@ -90,6 +132,8 @@ def collect(r: "redis.Redis", keys: Keys, spool_dir: Path | None = None) -> Stat
         watchers=watchers,
         local_spool_bytes=spool_bytes,
     )
+    status.findings = findings_of(status, keys, time.time_ns())
+    return status
 
 
 def render(status: Status) -> Any:
@@ -138,4 +182,7 @@ def render(status: Status) -> Any:
         watchers.add_row(
             wid, str(w.spool_bytes), str(w.spool_records), f"{updated:.0f}s ago", w.health
         )
-    return Group(overview, groups, checkpoints, watchers)
+    look = Table(title="where to look first", show_header=False)
+    for finding in status.findings or ["nothing looks wrong"]:
+        look.add_row(finding)
+    return Group(look, overview, groups, checkpoints, watchers)
