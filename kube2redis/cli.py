@@ -5,9 +5,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
 
 import click
 import msgspec
@@ -15,72 +13,25 @@ import redis
 
 from common import logs, redisconn
 from common.errors import ConfigError, Kube2RedisError
-from common.keys import DEFAULT_GROUP, DEFAULT_PREFIX, Keys
-from common.kube import KubeClient, load_configuration
-from common.resources import DEFAULT_RESOURCES, ResourceSpec, parse
+from common.keys import DEFAULT_GROUP, DEFAULT_PREFIX
+from common.resources import parse
+from kube2redis.localcluster.commands import localcluster
+from kube2redis.options import (
+    Settings,
+    default_of,
+    kube_client,
+    kube_options,
+    option,
+    pass_settings,
+    resync_timeout_option,
+    specs,
+)
 from projector.consumer import ConsumerSettings
 from projector.scripts import ApplySettings
 from watcher.run import WatcherConfig
 from watcher.writer import WriterSettings
 
-F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("kube2redis")
-
-
-def default_of(settings: type[msgspec.Struct], name: str) -> Any:
-    """The default of a settings Struct's field: each default is stated there, once."""
-    for field in msgspec.structs.fields(settings):
-        if field.name == name:
-            return field.default
-    raise AttributeError(f"{settings.__name__} has no field {name!r}")
-
-
-def option(*decls: str, **attrs: Any) -> Callable[[F], F]:
-    """click.option whose environment variable is KUBE2REDIS_<LONG_NAME>."""
-    long_name = next(d for d in decls if d.startswith("--"))
-    attrs.setdefault("envvar", "KUBE2REDIS_" + long_name[2:].replace("-", "_").upper())
-    attrs.setdefault("show_envvar", True)
-    return click.option(*decls, **attrs)
-
-
-class Settings(msgspec.Struct):
-    """Options every subcommand shares, set on the group."""
-
-    redis_url: str
-    redis_username: str | None
-    redis_password: str | None
-    redis_ca_file: Path | None
-    key_prefix: str
-
-    @property
-    def keys(self) -> Keys:
-        return Keys(self.key_prefix)
-
-    def redis(self, retries: int = 3, socket_timeout: float = 10.0) -> "redis.Redis":
-        return redisconn.connect(
-            self.redis_url,
-            username=self.redis_username,
-            password=self.redis_password,
-            ca_file=self.redis_ca_file,
-            retries=retries,
-            socket_timeout=socket_timeout,
-        )
-
-
-pass_settings = click.make_pass_decorator(Settings)
-
-RESYNC_TIMEOUT_S = 120.0
-
-
-def resync_timeout_option(help_text: str) -> Callable[[F], F]:
-    """--timeout: how long a command waits for the relists it asked for."""
-    return option(
-        "--timeout",
-        type=click.FloatRange(min=1),
-        default=RESYNC_TIMEOUT_S,
-        show_default=True,
-        help=help_text,
-    )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -124,46 +75,6 @@ def cli(
     except ConfigError as exc:
         raise click.BadParameter(str(exc).split(": ", 1)[1], param_hint="--redis-url") from exc
     ctx.obj = Settings(redis_url, redis_username, redis_password, redis_ca_file, key_prefix)
-
-
-def kube_options(func: F) -> F:
-    for decorator in reversed(
-        (
-            option(
-                "--kubeconfig",
-                type=click.Path(path_type=Path),
-                default=None,
-                help="Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster).",
-            ),
-            option("--context", default=None, help="Kubeconfig context."),
-            option(
-                "--resource",
-                "resources",
-                multiple=True,
-                default=DEFAULT_RESOURCES,
-                show_default=True,
-                help="plural.group[?labelSelector=..&fieldSelector=..]; repeatable. "
-                "Env: space-separated.",
-            ),
-            option(
-                "--namespace",
-                "namespaces",
-                multiple=True,
-                default=(),
-                help="Namespace to watch; repeatable. Default: all namespaces.",
-            ),
-        )
-    ):
-        func = decorator(func)
-    return func
-
-
-def _kube(kubeconfig: Path | None, context: str | None) -> KubeClient:
-    return KubeClient(load_configuration(kubeconfig, context))
-
-
-def _specs(resources: tuple[str, ...]) -> list[ResourceSpec]:
-    return [parse(r) for r in resources]
 
 
 # ---- watch ---------------------------------------------------------------------------------
@@ -240,7 +151,7 @@ def watch(
     from watcher.run import run
 
     config = WatcherConfig(
-        resources=_specs(resources),
+        resources=specs(resources),
         namespaces=list(namespaces),
         spool_dir=spool_dir,
         spool_max_bytes=spool_max_bytes,
@@ -253,7 +164,7 @@ def watch(
     )
     # Few retries: a down Redis should send events to the spool quickly, not stall.
     r = settings.redis(retries=1, socket_timeout=5.0)
-    sys.exit(run(config, _kube(kubeconfig, context), r, settings.keys))
+    sys.exit(run(config, kube_client(kubeconfig, context), r, settings.keys))
 
 
 # ---- project -------------------------------------------------------------------------------
@@ -405,23 +316,14 @@ def replay(
         TimeRemainingColumn,
     )
 
-    from common import mirror
+    from projector.replay import clear_for_rebuild, replay_parallel
     from projector.replay import replay as run_replay
-    from projector.replay import replay_parallel
 
     r = settings.redis()
     trimmed = False
     if rebuild:
-        alive = mirror.live_projectors(r, settings.keys, group)
-        if alive and not force:
-            raise Kube2RedisError(
-                f"--rebuild: projectors of group {group!r} are running ({', '.join(alive)}): "
-                "stop them first (a change they apply while the state is cleared could be "
-                "lost from the index), or pass --force"
-            )
-        cleared = mirror.clear_state(r, settings.keys, list(kinds) or None)
+        cleared, trimmed = clear_for_rebuild(r, settings.keys, group, list(kinds), force)
         click.echo(f"cleared state of: {', '.join(cleared) or 'nothing'}", err=True)
-        trimmed = mirror.stream_trimmed(r, settings.keys)
     total = int(r.xlen(settings.keys.stream)) if start in ("-", "0") and end == "+" else None
     columns = (
         TextColumn("replay"),
@@ -543,26 +445,14 @@ def verify(
     from rich.console import Console
     from rich.table import Table
 
-    from projector.verify import Drift, verify_resource
+    from projector.verify import Drift, drift_of, scopes_of
 
-    kube = _kube(kubeconfig, context)
-    resolved = [kube.discover(s) for s in _specs(resources)]
+    kube = kube_client(kubeconfig, context)
+    resolved = [kube.discover(s) for s in specs(resources)]
     r = settings.redis()
 
     def check() -> list[Drift]:
-        """Drift, checked again up to `retries` times, 1 s apart (objects in flight,
-        relist entries still pending on another projector, settle)."""
-        found: list[Drift] = []
-        for attempt in range(retries + 1):
-            found = [
-                d
-                for res in resolved
-                for d in verify_resource(kube, r, settings.keys, res, list(namespaces))
-            ]
-            if not found or attempt == retries:
-                break
-            time.sleep(1.0)
-        return found
+        return drift_of(kube, r, settings.keys, resolved, list(namespaces), retries)
 
     drift = check()
     if as_json:
@@ -580,14 +470,8 @@ def verify(
         from common.resync import ResyncRequest
         from kube2redis import resyncs
 
-        by_kind = {res.key_kind: res for res in resolved}
-        scopes = sorted(
-            {(d.kind, Keys.namespace_of(d.member, by_kind[d.kind].namespaced)) for d in drift}
-        )
-        for kind, namespace in scopes:
-            wanted = ResyncRequest(
-                resource=by_kind[kind].spec.name, namespace=namespace, reason="verify-repair"
-            )
+        for resource, namespace in scopes_of(drift, resolved):
+            wanted = ResyncRequest(resource=resource, namespace=namespace, reason="verify-repair")
             resyncs.run(r, settings.keys, wanted, timeout, lambda line: click.echo(line, err=True))
         drift = check()
         click.echo(
@@ -647,74 +531,7 @@ def get(settings: Settings, kind: str, name: str) -> None:
     click.echo(json.dumps(json.loads(stored[b"object"]), indent=2))
 
 
-# ---- localcluster --------------------------------------------------------------------------
-
-
-@cli.group()
-@option(
-    "--state-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Where certs, data, logs and pids live (default: under the user cache dir).",
-)
-@click.pass_context
-def localcluster(ctx: click.Context, state_dir: Path | None) -> None:
-    """A real etcd + kube-apiserver + controller-manager on loopback, with Volcano CRDs."""
-    from kube2redis.localcluster.cluster import LocalCluster
-
-    ctx.obj = LocalCluster(state_dir)
-
-
-@localcluster.command()
-@click.option(
-    "--volcano/--no-volcano",
-    default=True,
-    show_default=True,
-    help="Also run Volcano's scheduler and controllers and kwok's simulated nodes.",
-)
-@click.pass_obj
-def up(cluster: Any, volcano: bool) -> None:
-    """Start the control plane (does nothing if it already runs)."""
-    cluster.volcano = volcano
-    began = time.monotonic()
-    if not cluster.up():
-        click.echo(f"local cluster already running (state in {cluster.state_dir})", err=True)
-    else:
-        click.echo(f"local cluster ready in {time.monotonic() - began:.1f}s", err=True)
-    click.echo(cluster.env())
-
-
-@localcluster.command()
-@click.option("--purge", is_flag=True, help="Also delete data, certs and logs.")
-@click.pass_obj
-def down(cluster: Any, purge: bool) -> None:
-    """Stop exactly the processes `up` started."""
-    stopped = cluster.down(purge=purge)
-    click.echo(
-        f"stopped: {', '.join(stopped) or 'nothing was running'}"
-        + (f"; removed {cluster.state_dir}" if purge else "")
-    )
-
-
-@localcluster.command(name="status")
-@click.pass_obj
-def cluster_status(cluster: Any) -> None:
-    """Each component's pid, port and health."""
-    rows = cluster.status()
-    if not rows:
-        click.echo("local cluster not started")
-        sys.exit(1)
-    for row in rows:
-        port = str(row.port) if row.port else "-"
-        click.echo(f"{row.name:<24} pid {row.pid:<8} port {port:<6} {row.detail}")
-    sys.exit(0 if all(row.healthy for row in rows) else 1)
-
-
-@localcluster.command()
-@click.pass_obj
-def env(cluster: Any) -> None:
-    """Print the exports that point kubectl and kube2redis at the local cluster."""
-    click.echo(cluster.env())
+cli.add_command(localcluster)
 
 
 def main() -> None:

@@ -9,6 +9,8 @@ from typing import Any
 import msgspec
 import redis
 
+from common import mirror
+from common.errors import Kube2RedisError
 from common.events import entries_from_reply
 from common.keys import Keys
 from common.redisconn import text
@@ -154,3 +156,21 @@ def _counter_values(families: Any, label: str) -> dict[str, float]:
         for sample in family.samples
         if sample.name.endswith("_total")
     }
+
+
+def clear_for_rebuild(
+    r: "redis.Redis", keys: Keys, group: str, kinds: list[str], force: bool
+) -> tuple[list[str], bool]:
+    """`replay --rebuild`'s first step: clear the state of kinds (all if none), and
+    say whether the stream was trimmed (then a replay alone cannot rebuild every
+    object: the watchers must relist). Refused while projectors of group run,
+    unless forced: a change they apply during the clear could leave the index."""
+    alive = mirror.live_projectors(r, keys, group)
+    if alive and not force:
+        raise Kube2RedisError(
+            f"--rebuild: projectors of group {group!r} are running ({', '.join(alive)}): "
+            "stop them first (a change they apply while the state is cleared could be "
+            "lost from the index), or pass --force"
+        )
+    cleared = mirror.clear_state(r, keys, kinds or None)
+    return cleared, mirror.stream_trimmed(r, keys)

@@ -1,5 +1,7 @@
 """Compare the state keys with the live cluster: missing, extra, stale."""
 
+import time
+
 import msgspec
 import redis
 
@@ -66,3 +68,33 @@ def verify_resource(
         if member in index and not stored_rv and not live_rv:
             drift.append(Drift(kind, member, "index-orphan"))
     return drift
+
+
+def drift_of(
+    kube: KubeClient,
+    r: "redis.Redis",
+    keys: Keys,
+    resources: list[Resource],
+    namespaces: list[str],
+    retries: int,
+) -> list[Drift]:
+    """Drift of every resource, checked again up to `retries` times, 1 s apart
+    (objects in flight, relist entries still pending on another projector, settle)."""
+    found: list[Drift] = []
+    for attempt in range(retries + 1):
+        found = [d for res in resources for d in verify_resource(kube, r, keys, res, namespaces)]
+        if not found or attempt == retries:
+            break
+        time.sleep(1.0)
+    return found
+
+
+def scopes_of(drift: list[Drift], resources: list[Resource]) -> list[tuple[str, str]]:
+    """(resource name, namespace) of each scope with drift: what a repair relists."""
+    by_kind = {res.key_kind: res for res in resources}
+    return sorted(
+        {
+            (by_kind[d.kind].spec.name, Keys.namespace_of(d.member, by_kind[d.kind].namespaced))
+            for d in drift
+        }
+    )
