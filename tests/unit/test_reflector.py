@@ -275,3 +275,31 @@ def test_while_the_api_server_is_down_an_owed_relist_is_retried_at_the_back_off_
     running.clear()
     # Each failed attempt backed off once: no spinning on a server that is down.
     assert run.relists("redis-lost") <= run.backoff.delays + 1
+
+
+@pytest.mark.parametrize("status", [429, 500, 503])
+def test_the_servers_load_or_restart_watches_again_from_the_same_rv(
+    running: list[Running], status: int
+) -> None:
+    kube = FakeKube(watches=[([], status_error(status, "busy"))])
+    run = Running(kube, start_rv="100")
+    running.append(run)
+    wait_until(lambda: kube.watch_calls >= 2, 10, "the watch again")
+    assert kube.lists == 0  # no relist: the same resourceVersion is still good
+    assert run.backoff.delays >= 1
+
+
+def test_another_4xx_backs_off_and_relists(running: list[Running]) -> None:
+    kube = FakeKube(watches=[([], status_error(403, "forbidden"))])
+    run = Running(kube, start_rv="100")
+    running.append(run)
+    wait_until(lambda: run.relists("error"), 10, "a relist")
+    assert run.backoff.delays >= 1
+
+
+def test_a_watch_line_that_does_not_decode_relists(running: list[Running]) -> None:
+    kube = FakeKube(watches=[([b"{not json"], "close")])
+    run = Running(kube, start_rv="100")
+    running.append(run)
+    wait_until(lambda: run.relists("error"), 10, "a relist")
+    assert kube.lists >= 1
