@@ -194,7 +194,7 @@ class FakeRedis:
 
     def check(self, guard_args: Sequence[Arg]) -> Checked:
         self._answer()
-        return Checked(self._guard(guard_args), self.evicted, self.cluster)
+        return Checked(self._guard(guard_args), self.evicted, self.cluster, used_memory=1 << 20)
 
     def _guard(self, args: Sequence[Arg]) -> list[object]:
         """What guard.lua does, for the same ARGV."""

@@ -34,6 +34,9 @@ class Checked(msgspec.Struct, frozen=True):
     evicted: int | None = None
     cluster: str | None = None
     failed: Exception | None = None
+    # Redis's memory now and its bound (0: none), for the operator's dashboard.
+    used_memory: int | None = None
+    maxmemory: int | None = None
 
 
 class Appended(msgspec.Struct, frozen=True):
@@ -116,14 +119,20 @@ class RedisAppender:
     def check(self, guard_args: Sequence[Arg]) -> Checked:
         batch = Batch()
         batch.add(b"EVAL", GUARD_SOURCE, len(self._guard_keys), *self._guard_keys, *guard_args)
-        batch.add(b"INFO", b"stats")
+        batch.add(b"INFO", b"stats", b"memory")
         batch.add(b"GET", self._keys.cluster)
         guard, info, cluster = replies = batch.send(self._r)
         failed = next((r for r in replies if isinstance(r, redis.RedisError)), None)
         if failed is not None:
             return Checked(guard, failed=failed)
         stored = None if cluster is None else text(cluster)
-        return Checked(guard, _info_field(info, b"evicted_keys"), stored)
+        return Checked(
+            guard,
+            _info_field(info, b"evicted_keys"),
+            stored,
+            used_memory=_info_field(info, b"used_memory"),
+            maxmemory=_info_field(info, b"maxmemory"),
+        )
 
     def reset_changes(self) -> None:
         self._r.xadd(self._keys.changes, change_fields(RESET_CHANGE))  # type: ignore[arg-type]

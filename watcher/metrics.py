@@ -101,6 +101,17 @@ class WatcherMetrics:
             registry=r,
         )
         self.redis_up = Gauge("kube2redis_watcher_redis_up", "1 if Redis answers", registry=r)
+        # Read once a second with the guard's check (INFO memory): no exporter needed.
+        self.redis_used_memory = Gauge(
+            "kube2redis_watcher_redis_used_memory_bytes",
+            "Memory Redis uses (INFO used_memory)",
+            registry=r,
+        )
+        self.redis_maxmemory = Gauge(
+            "kube2redis_watcher_redis_maxmemory_bytes",
+            "Redis's memory bound (INFO maxmemory; 0: none)",
+            registry=r,
+        )
         self.last_event = Gauge(
             "kube2redis_watcher_last_event_timestamp_seconds",
             "Unix time of the last watch event received",

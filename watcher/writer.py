@@ -441,6 +441,10 @@ class StreamWriter:
             self._set_up(False, exc)
             return
         self._notice_evictions(checked.evicted)
+        if checked.used_memory is not None:
+            self._metrics.redis_used_memory.set(checked.used_memory)
+        if checked.maxmemory is not None:
+            self._metrics.redis_maxmemory.set(checked.maxmemory)
 
     def _check_cluster(self, stored: str | None) -> None:
         """The mirror's cluster identity: put back if Redis lost it; another cluster's

@@ -139,6 +139,17 @@ def build() -> Dashboard:
             )
         )
         .with_panel(
+            series(
+                "Redis memory",
+                "bytes",
+                "What Redis uses, and its maxmemory bound (none: 0), as the watcher reads "
+                "them every second. Near the bound, Redis refuses writes (noeviction) or "
+                "evicts keys (the watcher then relists).",
+                q("max(kube2redis_watcher_redis_used_memory_bytes{})", "used"),
+                q("max(kube2redis_watcher_redis_maxmemory_bytes{})", "maxmemory"),
+            )
+        )
+        .with_panel(
             Stat()
             .title("Since the last watch event")
             .unit("s")

@@ -77,11 +77,15 @@ class Running:
         return self.metrics.registry.get_sample_value(name) or 0.0
 
 
-def _writer_running(url: str, tmp_path: Path) -> tuple[StreamWriter, Running]:
+def _writer_running(
+    server: RedisServer, tmp_path: Path, url: str = ""
+) -> tuple[StreamWriter, Running]:
+    """A writer on server (or url, a proxy to it), running in a thread."""
     spool = Spool(tmp_path / "spool", max_bytes=64 * 1024)
     settings = WriterSettings(redis_probe_every_s=0.1, guard_check_every_s=0.1)
     metrics = WatcherMetrics()
-    client = connect(url, retries=0, socket_timeout=2.0)
+    client = connect(url or server.url, retries=0, socket_timeout=2.0)
+    server.clients.append(client)  # closed when the server stops
     writer = StreamWriter(RedisAppender(client, KEYS), spool, metrics, settings)
     writer.load_checkpoints()
     return writer, Running(writer, metrics)
@@ -89,7 +93,7 @@ def _writer_running(url: str, tmp_path: Path) -> tuple[StreamWriter, Running]:
 
 @pytest.fixture
 def writer_on(redis_server: RedisServer, tmp_path: Path) -> Iterator[tuple[StreamWriter, Running]]:
-    writer, running = _writer_running(redis_server.url, tmp_path)
+    writer, running = _writer_running(redis_server, tmp_path)
     yield writer, running
     running.stop.set()
     running.thread.join(30)
@@ -193,7 +197,7 @@ def test_a_loss_whose_reply_never_came_back_is_still_found(
     proxy = Toxiproxy(tmp_path / "toxiproxy.log")
     try:
         port = proxy.proxy("redis", redis_server.port)
-        writer, running = _writer_running(f"redis://127.0.0.1:{port}", tmp_path)
+        writer, running = _writer_running(redis_server, tmp_path, f"redis://127.0.0.1:{port}")
         try:
             relists = Relists(writer, BUSY)
             r = redis_server.client()
@@ -222,6 +226,7 @@ def _restarted(
 ) -> StreamWriter:
     """A new watcher process's writer on the same spool, Redis unreachable or not."""
     client = connect(redis_server.url, retries=0, socket_timeout=2.0)
+    redis_server.clients.append(client)  # closed when the server stops
     spool = Spool(tmp_path / "spool", max_bytes=64 * 1024)
     return StreamWriter(
         RedisAppender(client, KEYS), spool, metrics or WatcherMetrics(), WriterSettings()

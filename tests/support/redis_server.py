@@ -41,6 +41,8 @@ class RedisServer:
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     password: str | None = None
+    # Every client handed out, closed by stop(): none is left to the garbage collector.
+    clients: list["redis.Redis"] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -88,7 +90,9 @@ class RedisServer:
             return False
 
     def client(self, **kwargs: Any) -> "redis.Redis":
-        return redis.Redis.from_url(self.url, **{"socket_timeout": 5, **kwargs})
+        client = redis.Redis.from_url(self.url, **{"socket_timeout": 5, **kwargs})
+        self.clients.append(client)
+        return client
 
     def kill(self) -> None:
         """kill -9, for real."""
@@ -133,6 +137,9 @@ class RedisServer:
                 path.unlink()
 
     def stop(self) -> None:
+        for client in self.clients:
+            client.close()
+        self.clients.clear()
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             try:
