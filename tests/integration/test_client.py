@@ -111,20 +111,21 @@ def test_follow_lists_again_when_the_feed_was_trimmed_under_it(r: "redis.Redis")
     _apply(r, [_event(ev.DELETED, "b", "22")])
     update = next(follow)
     assert isinstance(update, Update) and update.member == "ns:b" and update.obj is None
-    follow.close()
 
 
 def test_the_asyncio_reader_reads_the_same(r: "redis.Redis", redis_url: str) -> None:
     _jobs(r)
 
-    async def read() -> tuple[list[str], dict[Values, int], list[FeedEntry], list[object]]:
+    async def read() -> tuple[
+        list[str], dict[Values, int], list[FeedEntry], list[Snapshot | Update]
+    ]:
         client = redis.asyncio.Redis.from_url(redis_url)
         try:
             m = AsyncMirror(client)
             names = [o.name for o in await m.objects(Query("job", queue="gpu"))]
             counts = await m.counts("job")
             entries = [e async for e in m.changes("0-0", block_ms=50, until=_in(0.3))]
-            followed = []
+            followed: list[Snapshot | Update] = []
             async for item in m.follow(Query("job"), block_ms=50, until=_in(0.3)):
                 followed.append(item)
             return names, counts, entries, followed
