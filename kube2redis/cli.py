@@ -18,6 +18,7 @@ from common.errors import ConfigError, Kube2RedisError
 from common.keys import DEFAULT_GROUP, DEFAULT_PREFIX, Keys
 from common.kube import KubeClient, load_configuration
 from common.resources import DEFAULT_RESOURCES, ResourceSpec, parse
+from kube2redis import reads
 from projector.consumer import ConsumerSettings
 from projector.scripts import ApplySettings
 from watcher.run import WatcherConfig
@@ -645,6 +646,10 @@ def get(settings: Settings, kind: str, name: str) -> None:
         raise Kube2RedisError(f"no {kind.lower()} {name} in Redis")
     click.echo(f"# resourceVersion {redisconn.text(stored[b'rv'])}", err=True)
     click.echo(json.dumps(json.loads(stored[b"object"]), indent=2))
+
+
+cli.add_command(reads.ls)
+cli.add_command(reads.counts)
 
 
 # ---- localcluster --------------------------------------------------------------------------

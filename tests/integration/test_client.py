@@ -2,6 +2,7 @@
 state written by the real apply and relist scripts."""
 
 import asyncio
+import json
 import time
 
 import pytest
@@ -141,3 +142,35 @@ def test_the_asyncio_reader_reads_the_same(r: "redis.Redis", redis_url: str) -> 
 
 def _in(seconds: float) -> float:
     return time.monotonic() + seconds
+
+
+def test_ls_and_counts_read_redis_alone(r: "redis.Redis", redis_url: str) -> None:
+    from click.testing import CliRunner
+
+    from kube2redis.cli import cli
+
+    _jobs(r)
+    run = CliRunner().invoke
+    listed = run(cli, ["--redis-url", redis_url, "ls", "job", "--phase", "Running"])
+    assert listed.exit_code == 0, listed.output
+    lines = listed.output.splitlines()
+    assert lines[0].split() == ["NAMESPACE", "NAME", "PHASE", "QUEUE"]
+    assert [line.split() for line in lines[1:]] == [
+        ["ns", "a", "Running", "default"],
+        ["ns", "b", "Running", "gpu"],
+    ]
+    names = run(cli, ["--redis-url", redis_url, "ls", "job", "--queue", "gpu", "-o", "name"])
+    assert names.output.splitlines() == ["job/ns/b", "job/ns/c"]
+    as_json = run(cli, ["--redis-url", redis_url, "ls", "job", "-n", "ns", "-o", "json"])
+    items = json.loads(as_json.output)["items"]
+    assert [i["metadata"]["name"] for i in items] == ["a", "b", "c"]
+    wide = run(cli, ["--redis-url", redis_url, "ls", "job", "-o", "wide"])
+    assert wide.output.splitlines()[1].split()[4:6] == ["10", "uid-a"]
+    table = run(cli, ["--redis-url", redis_url, "counts", "job"])
+    assert table.exit_code == 0, table.output
+    assert [line.split() for line in table.output.splitlines()] == [
+        ["PHASE", "default", "gpu", "TOTAL"],
+        ["Pending", "0", "1", "1"],
+        ["Running", "1", "1", "2"],
+        ["TOTAL", "1", "2", "3"],
+    ]
