@@ -19,7 +19,7 @@ for its caller (a new Snapshot), so it never skips a change silently.
 """
 
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Final, NamedTuple, TypeVar, cast
 
 import msgspec
@@ -34,6 +34,9 @@ T = TypeVar("T")
 CHUNK: Final = 1000  # HMGETs per pipelined round trip
 FEED_BATCH: Final = 500
 ORIGIN: Final = "0-0"  # the position before the feed's first entry
+# When a read of the feed stops: a time.monotonic() deadline, a predicate (e.g. an
+# Event's is_set) asked between reads, or never (None).
+Until = float | Callable[[], bool] | None
 
 
 class StoredObject(msgspec.Struct, frozen=True):
@@ -292,13 +295,13 @@ class Mirror:
         return Snapshot(position, {o.member: o for o in self.objects(query)})
 
     def batches(
-        self, after: str, block_ms: int = 5000, until: float | None = None
+        self, after: str, block_ms: int = 5000, until: Until = None
     ) -> Iterator[list[FeedEntry]]:
         """Change-feed entries after position `after`, as read (up to FEED_BATCH per
-        read), waiting for more, until the monotonic time `until` (forever if None).
+        read), waiting for more (block_ms at a time) until `until` says stop.
         Raises FeedGapError when the feed was trimmed past the position, or at a RESET
         entry (the mirror was cleared): list again."""
-        while until is None or time.monotonic() < until:
+        while not _over(until):
             pipe = self.r.pipeline(transaction=True)
             pipe.xinfo_stream(self.keys.changes)
             pipe.xread({self.keys.changes: after}, count=FEED_BATCH)
@@ -308,24 +311,21 @@ class Mirror:
                 yield entries
                 continue
             # Nothing new: wait for an entry, then read it in the transaction again.
-            wait = block_ms if until is None else min(block_ms, _ms_left(until))
-            if wait > 0:
+            if (wait := _wait_ms(block_ms, until)) > 0:
                 self.r.xread({self.keys.changes: after}, count=1, block=wait)
 
-    def changes(
-        self, after: str, block_ms: int = 5000, until: float | None = None
-    ) -> Iterator[FeedEntry]:
+    def changes(self, after: str, block_ms: int = 5000, until: Until = None) -> Iterator[FeedEntry]:
         """The entries of batches(), one by one."""
         for entries in self.batches(after, block_ms, until):
             yield from entries
 
     def follow(
-        self, query: Query, block_ms: int = 5000, until: float | None = None
+        self, query: Query, block_ms: int = 5000, until: Until = None
     ) -> Iterator[Snapshot | Update]:
         """Snapshot-then-follow: a Snapshot, then an Update for every change to the
         objects the query answers, until `until`. When the feed cannot be followed
         (FeedGapError) it lists again and yields a new Snapshot: nothing is skipped."""
-        while until is None or time.monotonic() < until:
+        while not _over(until):
             state = _Follow(self.keys, query, self.snapshot(query))
             yield Snapshot(state.position, dict(state.view))
             try:
@@ -353,8 +353,19 @@ def checked(after: str, info: Any, reply: Any) -> tuple[list[FeedEntry], str]:
     return entries, entries[-1].id if entries else after
 
 
-def _ms_left(until: float) -> int:
-    return int((until - time.monotonic()) * 1000)
+def _over(until: Until) -> bool:
+    if until is None:
+        return False
+    if callable(until):
+        return until()
+    return time.monotonic() >= until
+
+
+def _wait_ms(block_ms: int, until: Until) -> int:
+    """How long a read may block: block_ms, or less if the deadline is nearer."""
+    if isinstance(until, float | int):
+        return min(block_ms, int((until - time.monotonic()) * 1000))
+    return block_ms
 
 
 # ---- asyncio -------------------------------------------------------------------------------
@@ -416,10 +427,10 @@ class AsyncMirror:
         return Snapshot(position, {o.member: o for o in await self.objects(query)})
 
     async def batches(
-        self, after: str, block_ms: int = 5000, until: float | None = None
+        self, after: str, block_ms: int = 5000, until: Until = None
     ) -> AsyncIterator[list[FeedEntry]]:
         """As Mirror.batches."""
-        while until is None or time.monotonic() < until:
+        while not _over(until):
             pipe = self.r.pipeline(transaction=True)
             pipe.xinfo_stream(self.keys.changes)
             pipe.xread({self.keys.changes: after}, count=FEED_BATCH)
@@ -428,12 +439,11 @@ class AsyncMirror:
             if entries:
                 yield entries
                 continue
-            wait = block_ms if until is None else min(block_ms, _ms_left(until))
-            if wait > 0:
+            if (wait := _wait_ms(block_ms, until)) > 0:
                 await self.r.xread({self.keys.changes: after}, count=1, block=wait)
 
     async def changes(
-        self, after: str, block_ms: int = 5000, until: float | None = None
+        self, after: str, block_ms: int = 5000, until: Until = None
     ) -> AsyncIterator[FeedEntry]:
         """The entries of batches(), one by one."""
         async for entries in self.batches(after, block_ms, until):
@@ -441,10 +451,10 @@ class AsyncMirror:
                 yield entry
 
     async def follow(
-        self, query: Query, block_ms: int = 5000, until: float | None = None
+        self, query: Query, block_ms: int = 5000, until: Until = None
     ) -> AsyncIterator[Snapshot | Update]:
         """As Mirror.follow."""
-        while until is None or time.monotonic() < until:
+        while not _over(until):
             state = _Follow(self.keys, query, await self.snapshot(query))
             yield Snapshot(state.position, dict(state.view))
             try:
