@@ -146,12 +146,13 @@ def test_snapshot_then_follow_misses_nothing_under_churn(
     start_watcher(procs, redis_url, kube, namespace, tmp_path / "spool").wait_ready()
     start_projector(procs, redis_url, kube).wait_ready()
     m = Mirror(redis.Redis.from_url(redis_url))
-    jobs = Jobs(kube, namespace)
-    names = [f"j-{i}" for i in range(20)]
-    for name in names:
-        jobs.create(name)
     stop, done = threading.Event(), threading.Event()
-    churners = [threading.Thread(target=_churn, args=(jobs, names, stop, seed)) for seed in (1, 2)]
+    churners = []
+    for seed in (1, 2):  # two writers, each with jobs of its own
+        jobs, names = Jobs(kube, namespace), [f"j{seed}-{i}" for i in range(10)]
+        for name in names:
+            jobs.create(name)
+        churners.append(threading.Thread(target=_churn, args=(jobs, names, stop, seed)))
     for t in churners:
         t.start()
     results: dict[str, list[Snapshot | Update]] = {"all": [], "running": [], "trimmed": []}
