@@ -40,9 +40,11 @@ class Sizes(msgspec.Struct, frozen=True):
     scale: int  # objects in scope
     restart: int  # objects mirrored when Redis restarts empty
     restart_runs: int
+    reads: int  # Jobs in the mirror the reads scenario asks questions of
+    reads_reps: int  # answers per question, source and run
 
 
-SCENARIOS = ("burst", "latency", "replay", "outage", "scale", "restart")
+SCENARIOS = ("burst", "latency", "replay", "outage", "scale", "restart", "reads")
 QUICK = Sizes(
     runs=2,
     burst=500,
@@ -55,6 +57,8 @@ QUICK = Sizes(
     scale=5_000,
     restart=1_000,
     restart_runs=1,
+    reads=1_000,
+    reads_reps=10,
 )
 FULL = Sizes(
     runs=3,
@@ -68,6 +72,10 @@ FULL = Sizes(
     scale=100_000,
     restart=10_000,
     restart_runs=3,
+    # 100,000 Jobs would take the API server about 12 minutes to create and phase
+    # on this 2-core machine, per run of the suite: measured at 10,000 (README).
+    reads=10_000,
+    reads_reps=20,
 )
 
 
@@ -153,6 +161,10 @@ def main() -> None:
             figures = _summarise(scenarios.restart(cluster, size.restart, size.restart_runs))
             print("restart: " + ", ".join(f"{k} {v['median']:,.2f}" for k, v in figures.items()))
             _write(results, "restart", {**info, "objects": size.restart, "figures": figures})
+        if "reads" in wanted:
+            figures = _summarise(scenarios.reads(cluster, size.reads, size.runs, size.reads_reps))
+            print("reads: " + ", ".join(f"{k} {v['median']:,.2f}" for k, v in figures.items()))
+            _write(results, "reads", {**info, "objects": size.reads, "figures": figures})
     finally:
         cluster.down()
     markdown = report.write_all(results)

@@ -1,5 +1,6 @@
 """The six scenarios. Each returns a dict of figures; run.py repeats and records."""
 
+import json
 import math
 import re
 import shutil
@@ -7,6 +8,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -22,6 +25,7 @@ from bench.harness import (
     Load,
     Redis,
     System,
+    cpu_seconds,
     cpu_used,
     job,
     profiling,
@@ -29,9 +33,12 @@ from bench.harness import (
     running,
 )
 from common import events as ev
+from common.indexes import Values, values_of
 from common.keys import Keys
+from common.kube import KubeClient
 from common.objects import decode_head, decode_list_page
 from common.resp import Batch
+from kube2redis.client import Mirror, Query
 from projector.scripts import Ack, ApplySettings, Mode, Scripts
 from tests.support.kube import JOBS
 from watcher.append import xadd_args
@@ -629,3 +636,152 @@ def _relist_marks(client: "redis.Redis") -> tuple[int, int]:
         )
 
     return first(head, ev.RELIST_BEGIN), first(tail, ev.RELIST_END)
+
+
+# ---- reads: the mirror against the API server ----------------------------------------------
+
+READ_QUEUES = ("q0", "q1", "q2", "q3")
+READ_NAMESPACES = 10
+# Volcano Job phases in these shares (of every 20 Jobs).
+READ_PHASES = ("Pending",) * 10 + ("Running",) * 6 + ("Completed",) * 3 + ("Failed",)
+ALL_JOBS = "/apis/batch.volcano.sh/v1alpha1/jobs"
+
+
+def _read_job(name: str, ns: str, queue: str) -> bytes:
+    body = json.loads(job(name, ns))
+    body["spec"]["queue"] = queue
+    return json.dumps(body).encode()
+
+
+def _create_phased(cluster: Cluster, namespaces: list[str], objects: int) -> None:
+    """`objects` Jobs over the namespaces and queues, each set to its phase through
+    the status subresource (no Volcano controller runs in the bench cluster)."""
+    load = Load(cluster, namespaces[0], threads=8)
+
+    def make(i: int) -> None:
+        ns = namespaces[i % len(namespaces)]
+        path = JOBS.format(ns=ns)
+        name = f"r-{i}"
+        load.client.call("POST", path, _read_job(name, ns, READ_QUEUES[i % len(READ_QUEUES)]))
+        patch = {"status": {"state": {"phase": READ_PHASES[i % len(READ_PHASES)]}}}
+        load.client.call(
+            "PATCH",
+            f"{path}/{name}/status",
+            json.dumps(patch).encode(),
+            content_type="application/merge-patch+json",
+        )
+
+    list(load.pool.map(make, range(objects)))
+    load.pool.shutdown()
+
+
+def _api_list(client: KubeClient, path: str) -> list[bytes]:
+    """Every item of a LIST, paginated as kubectl does (500 a page), as raw bytes."""
+    params = {"limit": "500"}
+    items: list[bytes] = []
+    while True:
+        page = decode_list_page(client.get(path, params, timeout=120))
+        items += [bytes(raw) for raw in page.items or ()]
+        if not page.metadata.next_page:
+            return items
+        params["continue"] = page.metadata.next_page
+
+
+def _timed(
+    fn: Callable[[], object], reps: int, pids: dict[str, int]
+) -> tuple[list[float], dict[str, float], object]:
+    """Run fn reps times: each call's latency (ms), CPU (ms per call) of each pid and of
+    this process, and the last answer."""
+    before = {role: cpu_seconds(pid) for role, pid in pids.items()}
+    own = time.process_time()
+    latencies = []
+    answer: object = None
+    for _ in range(reps):
+        began = time.perf_counter()
+        answer = fn()
+        latencies.append((time.perf_counter() - began) * 1000)
+    cpu = {role: (cpu_seconds(pid) - before[role]) * 1000 / reps for role, pid in pids.items()}
+    cpu["client"] = (time.process_time() - own) * 1000 / reps
+    return sorted(latencies), cpu, answer
+
+
+def reads(cluster: Cluster, objects: int, runs: int, reps: int) -> list[dict[str, float]]:
+    """`objects` Jobs over 10 namespaces and 4 queues, mirrored; three questions
+    dashboards ask, answered from the mirror and from the API server (LIST, filtered
+    client-side where the API has no selector: a CRD's spec.queue and status phase
+    have none), side by side in each run: latency p50/p99, and CPU per answer of the
+    API server, Redis and the client. Also one object: Mirror.get against a hand HGET."""
+    stamp = int(time.time()) % 10**6
+    namespaces = [f"reads-{stamp}-{i}" for i in range(READ_NAMESPACES)]
+    for ns in namespaces:
+        cluster.client.call(
+            "POST", "/api/v1/namespaces", json.dumps({"metadata": {"name": ns}}).encode()
+        )
+    r = Redis("reads")
+    try:
+        _create_phased(cluster, namespaces, objects)
+        system = System("kube2redis", cluster, "", r.url)
+        client = r.client()
+        try:
+            deadline = time.monotonic() + 900
+            while client.scard(KEYS.index("job")) < objects and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert client.scard(KEYS.index("job")) == objects, "not mirrored after 900 s"
+        finally:
+            system.stop()
+        mirror = Mirror(client)
+        api = cluster.client
+        apiserver = next(c.pid for c in cluster.local.status() if c.name == "kube-apiserver")
+        assert r.proc is not None
+        pids = {"apiserver": apiserver, "redis": r.proc.pid}
+
+        def api_running_q0() -> object:
+            return [
+                raw for raw in _api_list(api, ALL_JOBS) if values_of(raw) == Values("Running", "q0")
+            ]
+
+        def api_counts() -> object:
+            return Counter(values_of(raw) for raw in _api_list(api, ALL_JOBS))
+
+        questions: dict[str, tuple[Callable[[], object], Callable[[], object]]] = {
+            "running_of_queue": (
+                lambda: [o.raw for o in mirror.objects(Query("job", phase="Running", queue="q0"))],
+                api_running_q0,
+            ),
+            "jobs_of_namespace": (
+                lambda: [o.raw for o in mirror.objects(Query("job", namespace=namespaces[0]))],
+                lambda: _api_list(api, JOBS.format(ns=namespaces[0])),
+            ),
+            "counts_per_phase": (lambda: mirror.counts("job"), api_counts),
+        }
+        key = KEYS.state("job", namespaces[0], "r-0")
+        results = []
+        for _ in range(runs):
+            figures: dict[str, float] = {"objects": objects}
+            for question, (from_mirror, from_api) in questions.items():
+                answers = []
+                for source, fn in (("mirror", from_mirror), ("api", from_api)):
+                    latencies, cpu, answer = _timed(fn, reps, pids)
+                    answers.append(answer)
+                    figures[f"{question}_{source}_p50_ms"] = _pct(latencies, 50)
+                    figures[f"{question}_{source}_p99_ms"] = _pct(latencies, 99)
+                    for role, ms in cpu.items():
+                        figures[f"{question}_{source}_cpu_{role}_ms"] = ms
+                mirrored, listed = answers
+                if isinstance(mirrored, list) and isinstance(listed, list):
+                    assert sorted(mirrored) == sorted(listed), question
+                    figures[f"{question}_answer_size"] = len(listed)
+                else:
+                    assert mirrored == listed, question
+            hand, _, _ = _timed(lambda: client.hget(key, "object"), 2000, {})
+            typed, _, _ = _timed(lambda: mirror.get("job", namespaces[0], "r-0"), 2000, {})
+            figures["get_hand_hget_p50_ms"] = _pct(hand, 50)
+            figures["get_mirror_get_p50_ms"] = _pct(typed, 50)
+            figures["get_hand_hget_p99_ms"] = _pct(hand, 99)
+            figures["get_mirror_get_p99_ms"] = _pct(typed, 99)
+            results.append(figures)
+        return results
+    finally:
+        r.stop()
+        for ns in namespaces:
+            cluster.delete_namespace(ns)

@@ -5,6 +5,9 @@ from dataclasses import dataclass
 DEFAULT_PREFIX = "k8s"
 # The projectors' consumer group on the stream (the watcher's retention respects it).
 DEFAULT_GROUP = "projector"
+# The state hash's fields: the object as sent, its resourceVersion and uid, and its
+# indexed values (common/indexes.py) as the indexes hold them.
+STATE_OBJECT, STATE_RV, STATE_UID, STATE_INDEXED = "object", "rv", "uid", "indexed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +38,21 @@ class Keys:
     def index(self, kind: str) -> str:
         """Set of members of every stored object of a kind."""
         return f"{self.prefix}:index:{kind}"
+
+    def by(self, kind: str, field: str, value: str) -> str:
+        """Set of the members of a kind whose indexed field has this value
+        (common/indexes.py declares which; apply.lua and relist.lua keep it)."""
+        return f"{self.by_prefix(kind)}{field}:{value}"
+
+    def by_prefix(self, kind: str) -> str:
+        """What a kind's index sets' names start with (the scripts append
+        ``field:value``)."""
+        return f"{self.prefix}:by:{kind}:"
+
+    def counts(self, kind: str) -> str:
+        """Hash of a kind's indexed values (joined, e.g. ``Running/default``) ->
+        how many stored objects have them."""
+        return f"{self.prefix}:counts:{kind}"
 
     def tombstone(self, kind: str, namespace: str, name: str) -> str:
         """String holding the resourceVersion at which an object was deleted."""

@@ -24,8 +24,9 @@ def mirrored_kinds(r: "redis.Redis", keys: Keys) -> set[str]:
 
 
 def clear_state(r: "redis.Redis", keys: Keys, kinds: list[str] | None = None) -> list[str]:
-    """Delete state keys, indexes, tombstones and relist records of kinds (all if
-    None); tell change-feed readers. Returns the kinds cleared."""
+    """Delete state keys, indexes (secondary ones and counters too), tombstones and
+    relist records of kinds (all if None); tell change-feed readers. Returns the
+    kinds cleared."""
     cleared = [k for k in sorted(mirrored_kinds(r, keys)) if kinds is None or k in kinds]
     for kind in cleared:
         index = keys.index(kind)
@@ -33,10 +34,10 @@ def clear_state(r: "redis.Redis", keys: Keys, kinds: list[str] | None = None) ->
         for i in range(0, len(members), CHUNK):
             chunk = members[i : i + CHUNK]
             r.delete(*(keys.state_of(kind, m) for m in chunk))
-        r.delete(index)
+        r.delete(index, keys.counts(kind))
         # And by name: a state key whose index member was lost is cleared as well.
         patterns = (keys.state(kind, "", "*"), keys.tombstone(kind, "", "*"))
-        for pattern in (*patterns, keys.relist(kind, "*") + "*"):
+        for pattern in (*patterns, keys.relist(kind, "*") + "*", keys.by_prefix(kind) + "*"):
             batch = list(r.scan_iter(match=pattern, count=1000))
             for i in range(0, len(batch), CHUNK):
                 r.delete(*batch[i : i + CHUNK])

@@ -4,9 +4,9 @@ Objects travel as the raw bytes the API server sent; msgspec reads their
 metadata without building a model, which is what keeps the watcher cheap.
 """
 
-from typing import Any
-
 import msgspec
+
+from common.indexes import values_of
 
 
 class ObjectMeta(msgspec.Struct):
@@ -51,15 +51,10 @@ class ListPage(msgspec.Struct):
     items: list[msgspec.Raw] | None = None
 
 
-class _WithStatus(msgspec.Struct):
-    status: dict[str, Any] | None = None
-
-
 decode_head = msgspec.json.Decoder(ObjectHead).decode
 decode_status = msgspec.json.Decoder(Status).decode
 decode_watch_line = msgspec.json.Decoder(WatchLine).decode
 decode_list_page = msgspec.json.Decoder(ListPage).decode
-_decode_with_status = msgspec.json.Decoder(_WithStatus).decode
 
 BOOKMARK_INITIAL_EVENTS_END = "k8s.io/initial-events-end"
 
@@ -67,16 +62,4 @@ BOOKMARK_INITIAL_EVENTS_END = "k8s.io/initial-events-end"
 def phase_of(raw: bytes) -> str:
     """The object's phase where it has one: Pod/PodGroup ``status.phase``,
     Volcano Job ``status.state.phase``, Queue ``status.state``; else ""."""
-    try:
-        status = _decode_with_status(raw).status or {}
-    except msgspec.DecodeError:
-        return ""
-    phase = status.get("phase")
-    if isinstance(phase, str):
-        return phase
-    state = status.get("state")
-    if isinstance(state, str):
-        return state
-    if isinstance(state, dict) and isinstance(state.get("phase"), str):
-        return str(state["phase"])
-    return ""
+    return values_of(raw).phase

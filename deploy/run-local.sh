@@ -88,6 +88,8 @@ kube2redis is running (logs in $run_dir). Try:
   export KUBECONFIG=$KUBECONFIG KUBE2REDIS_REDIS_URL=$KUBE2REDIS_REDIS_URL
   $venv_bin/kube2redis status
   $venv_bin/kube2redis get job default/simple-job
+  $venv_bin/kube2redis ls job -o wide; $venv_bin/kube2redis counts job
+  $venv_bin/python $repo/examples/jobs_by_queue.py --redis-url $KUBE2REDIS_REDIS_URL
   redis-cli -u $KUBE2REDIS_REDIS_URL HGETALL k8s:job:default:simple-job
   curl -s localhost:$KUBE2REDIS_PROJECTOR_HEALTH_PORT/metrics | grep apply_results
 Ctrl-C (or make stop) stops everything.

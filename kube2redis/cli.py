@@ -15,6 +15,7 @@ from common import logs, redisconn
 from common.errors import ConfigError, Kube2RedisError
 from common.keys import DEFAULT_GROUP, DEFAULT_PREFIX
 from common.resources import parse
+from kube2redis import reads
 from kube2redis.localcluster.commands import localcluster
 from kube2redis.options import (
     Settings,
@@ -532,6 +533,8 @@ def get(settings: Settings, kind: str, name: str) -> None:
 
 
 cli.add_command(localcluster)
+cli.add_command(reads.ls)
+cli.add_command(reads.counts)
 
 
 def main() -> None:

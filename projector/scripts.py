@@ -18,8 +18,8 @@ import redis
 from redis.exceptions import NoScriptError
 
 from common.events import StreamEvent, decode_members
+from common.indexes import Values, fields_arg, indexed_arg, values_of
 from common.keys import Keys
-from common.objects import phase_of
 from common.resp import Arg, Batch
 
 # Set only by the chaos run that shows its checker catches a broken projector
@@ -49,6 +49,7 @@ class ApplyKeys(NamedTuple):
 
     state: str
     kind_index: str
+    counts: str
     tombstone: str
     changes: str
     relist_ns: str
@@ -69,6 +70,9 @@ class ApplyArgs(NamedTuple):
     phase: str
     changes_maxlen: int
     uid: str
+    by_prefix: str
+    fields: str
+    indexed: str
     mode: str
     group: str
     entry_id: str
@@ -78,6 +82,7 @@ class RelistKeys(NamedTuple):
     """relist.lua's KEYS, in its order."""
 
     kind_index: str
+    counts: str
     relist: str
     relist_members: str
     changes: str
@@ -93,6 +98,8 @@ class RelistArgs(NamedTuple):
     tombstone_prefix: str
     tombstone_ttl: int
     changes_maxlen: int
+    by_prefix: str
+    fields: str
     mode: str
     group: str
     entry_id: str
@@ -148,9 +155,12 @@ class Scripts:
     def apply(self, batch: Batch, event: StreamEvent, ack: Ack) -> None:
         """Add the change an object event makes (and the entry's XACK) to batch."""
         k = self.keys
+        # One decode gives the change feed's phase and the indexed values.
+        values = values_of(event.object) if event.object else Values()
         keys = ApplyKeys(
             state=k.state(event.kind, event.namespace, event.name),
             kind_index=k.index(event.kind),
+            counts=k.counts(event.kind),
             tombstone=k.tombstone(event.kind, event.namespace, event.name),
             changes=k.changes,
             relist_ns=k.relist(event.kind, event.namespace),
@@ -165,9 +175,12 @@ class Scripts:
             object=event.object,
             member=k.member(event.namespace, event.name),
             tombstone_ttl=self.settings.tombstone_ttl_s,
-            phase=phase_of(event.object) if event.object else "",
+            phase=values.phase,
             changes_maxlen=self.settings.changes_maxlen,
             uid=event.uid,
+            by_prefix=k.by_prefix(event.kind),
+            fields=fields_arg(event.kind),
+            indexed=indexed_arg(event.kind, values),
             mode=ack.mode,
             group=ack.group,
             entry_id=ack.entry_id,
@@ -179,6 +192,7 @@ class Scripts:
         k = self.keys
         keys = RelistKeys(
             kind_index=k.index(event.kind),
+            counts=k.counts(event.kind),
             relist=k.relist(event.kind, event.namespace),
             relist_members=k.relist_members(event.kind, event.namespace),
             changes=k.changes,
@@ -191,6 +205,8 @@ class Scripts:
             tombstone_prefix=k.tombstone(event.kind, "", ""),
             tombstone_ttl=self.settings.tombstone_ttl_s,
             changes_maxlen=self.settings.changes_maxlen,
+            by_prefix=k.by_prefix(event.kind),
+            fields=fields_arg(event.kind),
             mode=ack.mode,
             group=ack.group,
             entry_id=ack.entry_id,

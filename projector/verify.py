@@ -1,11 +1,16 @@
-"""Compare the state keys with the live cluster: missing, extra, stale."""
+"""Compare the state keys with the live cluster: missing, extra, stale; and the
+secondary indexes and counters with the stored objects."""
 
 import time
+from collections import Counter
+from collections.abc import Callable
+from typing import cast
 
 import msgspec
 import redis
 
-from common.keys import Keys
+from common.indexes import INDEXED, indexed_arg, values_of
+from common.keys import STATE_INDEXED, STATE_OBJECT, Keys
 from common.kube import KubeClient
 from common.objects import decode_head, decode_list_page
 from common.resources import Resource
@@ -14,9 +19,13 @@ from common.resources import Resource
 class Drift(msgspec.Struct, frozen=True):
     kind: str
     member: str
-    problem: str  # missing | extra | stale | unindexed | index-orphan
+    # missing | extra | stale | unindexed | index-orphan: the object and its index;
+    # by-values | by-missing | by-extra | count: the secondary indexes (detail says
+    # which value or counter, what is held and what the object says)
+    problem: str
     live_rv: str = ""
     stored_rv: str = ""
+    detail: str = ""
 
 
 def live_objects(kube: KubeClient, resource: Resource, namespace: str) -> dict[str, str]:
@@ -67,6 +76,60 @@ def verify_resource(
             drift.append(Drift(kind, member, "unindexed", live_rv, stored_rv))
         if member in index and not stored_rv and not live_rv:
             drift.append(Drift(kind, member, "index-orphan"))
+    if kind in INDEXED:
+        drift += verify_indexes(r, keys, kind, in_scope, whole_kind=not scopes[0])
+    return drift
+
+
+CHUNK = 1000
+
+
+def verify_indexes(
+    r: "redis.Redis", keys: Keys, kind: str, in_scope: Callable[[str], bool], whole_kind: bool
+) -> list[Drift]:
+    """The kind's index sets, its counters (when whole_kind) and each object's stored
+    indexed values against what the stored objects say."""
+    fields = INDEXED[kind]
+    members = sorted(m.decode() for m in r.smembers(keys.index(kind)))  # type: ignore[union-attr]
+    expected_sets: dict[str, set[str]] = {}
+    expected_counts: Counter[str] = Counter()
+    drift: list[Drift] = []
+    for i in range(0, len(members), CHUNK):
+        chunk = members[i : i + CHUNK]
+        pipe = r.pipeline(transaction=False)
+        for member in chunk:
+            pipe.hmget(keys.state_of(kind, member), [STATE_OBJECT, STATE_INDEXED])
+        for member, (raw, held) in zip(chunk, pipe.execute(), strict=True):
+            if raw is None:
+                continue  # an index-orphan: verify_resource reports it
+            values = values_of(raw)
+            joined = indexed_arg(kind, values)
+            expected_counts[joined] += 1
+            for field in fields:
+                value = getattr(values, field)
+                if value:
+                    expected_sets.setdefault(keys.by(kind, field, value), set()).add(member)
+            if in_scope(member) and (held or b"").decode() != joined:
+                detail = f"held {(held or b'').decode()!r}, object {joined!r}"
+                drift.append(Drift(kind, member, "by-values", detail=detail))
+    held_sets = {k.decode() for k in r.scan_iter(match=keys.by_prefix(kind) + "*", count=1000)}
+    for key in sorted(held_sets | set(expected_sets)):
+        held = {m.decode() for m in r.smembers(key)}  # type: ignore[union-attr]
+        want = expected_sets.get(key, set())
+        for member in sorted(want - held):
+            if in_scope(member):
+                drift.append(Drift(kind, member, "by-missing", detail=key))
+        for member in sorted(held - want):
+            if in_scope(member):
+                drift.append(Drift(kind, member, "by-extra", detail=key))
+    if whole_kind:
+        held_counts = cast(dict[bytes, bytes], r.hgetall(keys.counts(kind)))
+        counts = {k.decode(): int(v) for k, v in held_counts.items()}
+        for joined in sorted(set(counts) | set(expected_counts)):
+            held_n, want_n = counts.get(joined, 0), expected_counts[joined]
+            if held_n != want_n:
+                detail = f"{joined!r}: held {held_n}, objects {want_n}"
+                drift.append(Drift(kind, "", "count", detail=detail))
     return drift
 
 

@@ -1,6 +1,7 @@
 #!lua
 -- The one place where object state changes. Atomic: state hash, index member,
--- tombstone, change-feed entry and the XACK of the stream entry happen together,
+-- secondary indexes and counters, tombstone, change-feed entry and the XACK of the
+-- stream entry happen together,
 -- so a projector that dies can leave an entry pending but never half-applied.
 -- Returns the outcome's name (common/records.py Outcome).
 --
@@ -11,24 +12,35 @@
 -- declares the same names in the same order (tests/unit/test_contracts.py).
 --   relist_ns*, relist_all*: the relist record and listed members of the object's
 --   namespace scope and of the all-namespaces scope.
---   tombstone_ttl in seconds; phase "" if the object has none; mode "ack" or
---   "replay" (see shared.lua).
+--   tombstone_ttl in seconds; phase "" if the object has none; by_prefix, fields
+--   and indexed: the kind's index sets' prefix, its indexed field names and this
+--   object's values (see reindex in shared.lua); mode "ack" or "replay" (see
+--   shared.lua).
 
-local state, kind_index, tombstone, changes, relist_ns, relist_ns_members,
+local state, kind_index, counts, tombstone, changes, relist_ns, relist_ns_members,
   relist_all, relist_all_members, stream = unpack(KEYS)
 local typ, rv, object, member, tombstone_ttl, phase, changes_maxlen, uid,
-  mode, group, entry_id = unpack(ARGV)
+  by_prefix, fields, indexed, mode, group, entry_id = unpack(ARGV)
 
 local ack = acker(mode, stream, group, entry_id)
 if not still_pending(mode, stream, group, entry_id) then return 'not-pending' end
 
-local stored = redis.call('HGET', state, 'rv')
+local held = redis.call('HMGET', state, 'rv', 'indexed')
+local stored, was_indexed = held[1], held[2]
 if stored then
   -- A delete removes the object only if it is not older than what we hold.
   if (typ == 'DELETED' and newer(stored, rv)) or (typ ~= 'DELETED' and not newer(rv, stored)) then
     -- The object is here: so is its index member (it may have been lost apart
     -- from the hash, e.g. by a clear racing an apply); a relist re-adds it.
-    if typ ~= 'DELETED' then redis.call('SADD', kind_index, member) end
+    if typ ~= 'DELETED' then
+      redis.call('SADD', kind_index, member)
+      -- Stored before indexes existed, and this is the same version (a relist's
+      -- SYNC): index it now.
+      if stored == rv and not was_indexed then
+        redis.call('HSET', state, 'indexed', indexed)
+        reindex(member, false, indexed, fields, by_prefix, counts)
+      end
+    end
     ack()
     return 'stale'
   end
@@ -55,12 +67,14 @@ end
 if typ == 'DELETED' then
   local existed = redis.call('DEL', state)
   redis.call('SREM', kind_index, member)
+  reindex(member, was_indexed, false, fields, by_prefix, counts)
   redis.call('SET', tombstone, rv, 'EX', tombstone_ttl)
   ack()
   if existed == 0 then return 'tombstone' end
 else
-  redis.call('HSET', state, 'object', object, 'rv', rv, 'uid', uid)
+  redis.call('HSET', state, 'object', object, 'rv', rv, 'uid', uid, 'indexed', indexed)
   redis.call('SADD', kind_index, member)
+  reindex(member, was_indexed, indexed, fields, by_prefix, counts)
   if tomb then redis.call('DEL', tombstone) end
   ack()
 end

@@ -9,17 +9,19 @@
 -- in the same order (tests/unit/test_contracts.py).
 --   scope: the namespace ("" = all namespaces); state_prefix/tombstone_prefix:
 --   the kind's key prefixes, a member appended makes the key; purge "1": the
---   resource is no longer served; mode "ack" or "replay" (see shared.lua).
+--   resource is no longer served; by_prefix and fields: the kind's index sets'
+--   prefix and indexed field names, whose sets and counters a deleted object
+--   leaves (see reindex in shared.lua); mode "ack" or "replay" (see shared.lua).
 --
 -- A purge deletes the same objects but leaves no tombstone and no relist record:
 -- the resource may come back with these very objects at their old
 -- resourceVersions (a 404 the API server answered for a while), and nothing may
 -- then reject them.
 
-local kind_index, relist, relist_members, changes, stream = unpack(KEYS)
+local kind_index, counts, relist, relist_members, changes, stream = unpack(KEYS)
 local list_rv, scope, state_prefix, tombstone_prefix, tombstone_ttl, changes_maxlen,
-  mode, group, entry_id, purge = unpack(ARGV, 1, 10)
-local FIRST_MEMBER = 11
+  by_prefix, fields, mode, group, entry_id, purge = unpack(ARGV, 1, 12)
+local FIRST_MEMBER = 13
 
 local ack = acker(mode, stream, group, entry_id)
 if not still_pending(mode, stream, group, entry_id) then return 'not-pending' end
@@ -51,10 +53,12 @@ for _, member in ipairs(redis.call('SDIFF', kind_index, relist_members)) do
   local in_scope = scope == '' or string.sub(member, 1, #prefix) == prefix
   if in_scope then
     local state_key = state_prefix .. member
-    local stored = redis.call('HGET', state_key, 'rv')
+    local held = redis.call('HMGET', state_key, 'rv', 'indexed')
+    local stored = held[1]
     if not stored or newer(list_rv, stored) then
       redis.call('DEL', state_key)
       redis.call('SREM', kind_index, member)
+      reindex(member, held[2], false, fields, by_prefix, counts)
       local tomb_key = tombstone_prefix .. member
       local tomb = redis.call('GET', tomb_key)
       if not purge and (not tomb or newer(list_rv, tomb)) then

@@ -24,3 +24,37 @@ local function still_pending(mode, stream, group, entry_id)
   local entry = redis.pcall('XPENDING', stream, group, entry_id, entry_id, 1)
   return not entry.err and #entry > 0
 end
+
+-- The secondary indexes (common/indexes.py). `fields` names a kind's indexed
+-- fields ("" = none), `old` and `new` its values, each '/'-joined in the same
+-- order; false: the object was not stored (or stored before indexes existed), or
+-- is no longer. A set per non-empty value of each field, and a counter per
+-- combination of values, moved only where a value changed.
+local function split(joined)
+  local out, start = {}, 1
+  while true do
+    local at = string.find(joined, '/', start, true)
+    if not at then
+      out[#out + 1] = string.sub(joined, start)
+      return out
+    end
+    out[#out + 1] = string.sub(joined, start, at - 1)
+    start = at + 1
+  end
+end
+
+local function reindex(member, old, new, fields, by_prefix, counts)
+  if fields == '' or old == new then return end
+  local names = split(fields)
+  local was = old and split(old) or {}
+  local now = new and split(new) or {}
+  for i, name in ipairs(names) do
+    local before, after = was[i] or '', now[i] or ''
+    if before ~= after or not old or not new then
+      if old and before ~= '' then redis.call('SREM', by_prefix .. name .. ':' .. before, member) end
+      if new and after ~= '' then redis.call('SADD', by_prefix .. name .. ':' .. after, member) end
+    end
+  end
+  if old and redis.call('HINCRBY', counts, old, -1) <= 0 then redis.call('HDEL', counts, old) end
+  if new then redis.call('HINCRBY', counts, new, 1) end
+end

@@ -11,6 +11,7 @@ from common.keys import Keys
 from projector.consumer import ConsumerSettings, Projector
 from projector.metrics import ProjectorMetrics
 from projector.scripts import Mode
+from tests.support.apply import apply_events, mirror_state
 from tests.support.events import job_event, job_object, relist_end
 from tests.support.redis_server import append_event, read_stream
 from tests.support.waits import wait_until
@@ -41,33 +42,8 @@ def _projector(r: "redis.Redis", mode: Mode = Mode.ACK, **settings: Any) -> Proj
     return Projector(r, KEYS, ConsumerSettings(**settings), ProjectorMetrics(), mode)
 
 
-def _apply(r: "redis.Redis", events: list[ev.StreamEvent]) -> None:
-    """Append to the stream and apply as the replay path does (entry by entry order)."""
-    ids = [append_event(r, KEYS.stream, e) for e in events]
-    rows = [
-        (
-            i,
-            {
-                k.encode(): v if isinstance(v, bytes) else str(v).encode()
-                for k, v in ev.to_fields(e).items()
-            },
-        )
-        for i, e in zip(ids, events, strict=True)
-    ]
-    _projector(r, Mode.REPLAY).apply(rows)
-
-
-def state(r: "redis.Redis") -> dict[str, Any]:
-    """Every state hash and index, as a consumer would read them."""
-    out: dict[str, Any] = {}
-    for key in r.scan_iter(match="k8s:job:*"):
-        out[key.decode()] = r.hgetall(key)
-    out["index"] = r.smembers(KEYS.index("job"))
-    return out
-
-
 def test_history_ends_in_the_cluster_state(r: "redis.Redis") -> None:
-    _apply(r, _history())
+    apply_events(r, _history())
     assert r.smembers(KEYS.index("job")) == {b"ns:b", b"ns:c"}
     assert r.hget(KEYS.state("job", "ns", "c"), "rv") == b"19"
     assert r.hget(KEYS.state("job", "ns", "b"), "rv") == b"16"
@@ -78,17 +54,17 @@ def test_history_ends_in_the_cluster_state(r: "redis.Redis") -> None:
 
 
 def test_twice_shuffled_and_duplicated_give_the_same_state(r: "redis.Redis") -> None:
-    _apply(r, _history())
-    expected = state(r)
+    apply_events(r, _history())
+    expected = mirror_state(r)
     rng = random.Random(7)
     for _ in range(5):
         r.flushdb()
         history = _history()
         shuffled = history + rng.sample(history, k=6)
         rng.shuffle(shuffled)
-        _apply(r, shuffled)
-        _apply(r, history)
-        assert state(r) == expected
+        apply_events(r, shuffled)
+        apply_events(r, history)
+        assert mirror_state(r) == expected
 
 
 def test_stale_events_and_tombstones_count_as_such(r: "redis.Redis") -> None:
@@ -121,7 +97,7 @@ def test_stale_events_and_tombstones_count_as_such(r: "redis.Redis") -> None:
 
 
 def test_relist_deletes_what_vanished_but_keeps_newer_objects(r: "redis.Redis") -> None:
-    _apply(
+    apply_events(
         r,
         [
             job_event(ev.ADDED, "old", "10"),
@@ -129,15 +105,15 @@ def test_relist_deletes_what_vanished_but_keeps_newer_objects(r: "redis.Redis") 
             job_event(ev.ADDED, "newer", "30"),
         ],
     )
-    _apply(r, [relist_end("20", ["ns:kept"])])
+    apply_events(r, [relist_end("20", ["ns:kept"])])
     assert r.smembers(KEYS.index("job")) == {b"ns:kept", b"ns:newer"}
     assert r.get(KEYS.tombstone("job", "ns", "old")) == b"20"
 
 
 def test_relist_scope_leaves_other_namespaces_alone(r: "redis.Redis") -> None:
     other = job_event(ev.ADDED, "z", "5", namespace="other", obj=job_object("z", "5"))
-    _apply(r, [other, job_event(ev.ADDED, "gone", "6")])
-    _apply(r, [relist_end("20", [], namespace="ns")])
+    apply_events(r, [other, job_event(ev.ADDED, "gone", "6")])
+    apply_events(r, [relist_end("20", [], namespace="ns")])
     assert r.smembers(KEYS.index("job")) == {b"other:z"}
 
 
@@ -146,21 +122,21 @@ def test_late_older_event_cannot_resurrect_an_object_a_relist_did_not_list(
 ) -> None:
     """DESIGN rule 3 with several projectors: ADDED x@10 is still pending on another
     consumer when the RELIST_END at 20 (which did not list x) is applied."""
-    _apply(r, [relist_end("20", ["ns:y"])])
-    _apply(r, [job_event(ev.ADDED, "x", "10")])  # delivered late, after the relist
+    apply_events(r, [relist_end("20", ["ns:y"])])
+    apply_events(r, [job_event(ev.ADDED, "x", "10")])  # delivered late, after the relist
     assert not r.exists(KEYS.state("job", "ns", "x"))
-    _apply(r, [job_event(ev.ADDED, "x", "25")])  # created again after the list: applies
+    apply_events(r, [job_event(ev.ADDED, "x", "25")])  # created again after the list: applies
     assert r.hget(KEYS.state("job", "ns", "x"), "rv") == b"25"
 
 
 def test_an_older_relist_replayed_changes_nothing(r: "redis.Redis") -> None:
-    _apply(r, [job_event(ev.ADDED, "a", "30"), relist_end("40", ["ns:a"])])
-    _apply(r, [relist_end("20", [])])
+    apply_events(r, [job_event(ev.ADDED, "a", "30"), relist_end("40", ["ns:a"])])
+    apply_events(r, [relist_end("20", [])])
     assert r.exists(KEYS.state("job", "ns", "a"))
 
 
 def test_change_feed_has_one_entry_per_applied_change(r: "redis.Redis") -> None:
-    _apply(r, _history())
+    apply_events(r, _history())
     feed = read_stream(r, KEYS.changes)
     changes = [(f[b"key"].decode(), f[b"type"].decode(), f[b"rv"].decode()) for _, f in feed]
     assert changes == [
@@ -175,7 +151,7 @@ def test_change_feed_has_one_entry_per_applied_change(r: "redis.Redis") -> None:
         ("k8s:job:ns:c", "MODIFIED", "19"),
     ]
     assert {f[b"phase"] for _, f in feed if f[b"type"] != b"DELETED"} == {b"Pending"}
-    _apply(r, _history())  # a replay applies nothing new, so the feed does not grow
+    apply_events(r, _history())  # a replay applies nothing new, so the feed does not grow
     assert r.xlen(KEYS.changes) == len(changes)
 
 
@@ -353,18 +329,18 @@ def test_an_entry_no_longer_pending_in_the_group_changes_nothing(r: "redis.Redis
 def test_a_purge_removes_a_gone_resource_and_leaves_nothing_to_reject_its_return(
     r: "redis.Redis",
 ) -> None:
-    _apply(r, [job_event(ev.ADDED, "a", "10"), job_event(ev.ADDED, "b", "11")])
-    _apply(r, [relist_end("12", ["ns:a", "ns:b"])])
+    apply_events(r, [job_event(ev.ADDED, "a", "10"), job_event(ev.ADDED, "b", "11")])
+    apply_events(r, [relist_end("12", ["ns:a", "ns:b"])])
     purge = relist_end("20", [], purge=True)
 
-    _apply(r, [purge])
+    apply_events(r, [purge])
 
     assert not r.exists(KEYS.state("job", "ns", "a"), KEYS.state("job", "ns", "b"))
     assert not r.smembers(KEYS.index("job"))
     assert not r.exists(KEYS.tombstone("job", "ns", "a"), KEYS.relist("job", "ns"))
     # The resource was served again all along (a 404 after an API server restart):
     # the same objects at their old resourceVersions come back.
-    _apply(r, [job_event(ev.SYNC, "a", "10"), job_event(ev.SYNC, "b", "11")])
-    _apply(r, [relist_end("21", ["ns:a", "ns:b"])])
+    apply_events(r, [job_event(ev.SYNC, "a", "10"), job_event(ev.SYNC, "b", "11")])
+    apply_events(r, [relist_end("21", ["ns:a", "ns:b"])])
     assert r.hget(KEYS.state("job", "ns", "a"), "rv") == b"10"
     assert r.smembers(KEYS.index("job")) == {b"ns:a", b"ns:b"}

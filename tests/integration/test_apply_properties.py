@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from common import events as ev
 from common.keys import Keys
-from tests.integration.test_apply import _apply, state
+from tests.support.apply import apply_events, mirror_state
 from tests.support.events import job_event, relist_end
 
 KEYS = Keys()
@@ -53,12 +53,12 @@ def test_any_order_with_repeats_ends_in_the_history_s_final_state(
     delivered += data.draw(st.lists(st.sampled_from(events), max_size=5))
 
     r.flushdb()
-    _apply(r, events)
-    in_order = state(r)
+    apply_events(r, events)
+    in_order = mirror_state(r)
     r.flushdb()
-    _apply(r, delivered)
+    apply_events(r, delivered)
 
-    assert state(r) == in_order
+    assert mirror_state(r) == in_order
     members = sorted(m.decode() for m in r.smembers(KEYS.index("job")))  # type: ignore[union-attr]
     stored = {
         m.split(":")[1]: r.hget(KEYS.state("job", "ns", m.split(":")[1]), "rv") for m in members

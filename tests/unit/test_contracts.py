@@ -100,6 +100,8 @@ def _declared_literals() -> set[str]:
         f"{keys.prefix}:tombstone:",
         f"{keys.prefix}:relist:",
         f"{keys.prefix}:projectors:",
+        f"{keys.prefix}:by:",
+        f"{keys.prefix}:counts:",
     }
     names |= set(DEAD_LETTER_FIELDS)
     names |= {o.value for o in Outcome if "-" in o.value or len(o.value) > 8}
