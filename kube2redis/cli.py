@@ -29,6 +29,7 @@ from kube2redis.options import (
 )
 from projector.consumer import ConsumerSettings
 from projector.scripts import ApplySettings
+from watcher.retention import Retention
 from watcher.run import WatcherConfig
 from watcher.writer import WriterSettings
 
@@ -122,9 +123,23 @@ def cli(
 @option(
     "--retention",
     type=click.FloatRange(min=1),
-    default=default_of(WriterSettings, "retention_s"),
+    default=default_of(Retention, "seconds"),
     show_default=True,
     help="Seconds of stream kept (never trims what the group has not acked).",
+)
+@option(
+    "--retention-entries",
+    type=click.IntRange(min=0),
+    default=default_of(Retention, "entries"),
+    show_default=True,
+    help="Most stream entries kept (0: no bound); whichever bound is hit first trims.",
+)
+@option(
+    "--retention-bytes",
+    type=click.IntRange(min=0),
+    default=default_of(Retention, "bytes"),
+    show_default=True,
+    help="Most bytes of stream kept, as MEMORY USAGE counts them (0: no bound).",
 )
 @option("--group", default=DEFAULT_GROUP, show_default=True, help="Projector group to respect.")
 @option("--health-host", default=default_of(WatcherConfig, "health_host"), show_default=True)
@@ -144,6 +159,8 @@ def watch(
     batch_size: int,
     linger_ms: float,
     retention: float,
+    retention_entries: int,
+    retention_bytes: int,
     group: str,
     health_host: str,
     health_port: int,
@@ -160,7 +177,10 @@ def watch(
         health_host=health_host,
         health_port=health_port,
         writer=WriterSettings(
-            batch_size=batch_size, linger_s=linger_ms / 1000, group=group, retention_s=retention
+            batch_size=batch_size,
+            linger_s=linger_ms / 1000,
+            group=group,
+            retention=Retention(retention, retention_entries, retention_bytes),
         ),
     )
     # Few retries: a down Redis should send events to the spool quickly, not stall.

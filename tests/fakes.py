@@ -18,6 +18,7 @@ from common.records import WatcherStatus
 from common.resources import Resource, ResourceSpec
 from common.resp import Arg, Batch
 from watcher.appender import Appended, Checked
+from watcher.retention import Retention
 from watcher.writer import Item
 
 JOBS = Resource(
@@ -241,7 +242,7 @@ class FakeRedis:
         self._answer()
         self.statuses[watcher_id] = status
 
-    def trim(self, group: str, retention_s: float) -> None:
+    def trim(self, group: str, retention: Retention) -> None:
         self._answer()
 
 

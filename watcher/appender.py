@@ -22,7 +22,7 @@ from common.redisconn import text
 from common.resp import Arg, Batch
 from watcher.append import append_batch
 from watcher.guard import GUARD_SOURCE
-from watcher.retention import trim
+from watcher.retention import Retention, trim
 
 
 class Checked(msgspec.Struct, frozen=True):
@@ -73,7 +73,7 @@ class Appender(Protocol):
 
     def publish(self, watcher_id: str, status: WatcherStatus) -> None: ...
 
-    def trim(self, group: str, retention_s: float) -> None: ...
+    def trim(self, group: str, retention: Retention) -> None: ...
 
 
 def _info_field(reply: object, name: bytes) -> int | None:
@@ -147,5 +147,5 @@ class RedisAppender:
     def publish(self, watcher_id: str, status: WatcherStatus) -> None:
         self._r.hset(self._keys.watchers, watcher_id, encode_watcher_status(status))
 
-    def trim(self, group: str, retention_s: float) -> None:
-        trim(self._r, self._keys.stream, group, retention_s)
+    def trim(self, group: str, retention: Retention) -> None:
+        trim(self._r, self._keys.stream, group, retention)

@@ -31,6 +31,7 @@ from common.redisconn import text
 from watcher.appender import Appender
 from watcher.guard import ScopeGuard, Verdict
 from watcher.metrics import WatcherMetrics
+from watcher.retention import Retention
 from watcher.spool import Spool, SpoolFullError
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ class WriterSettings(msgspec.Struct, frozen=True):
     # wait. Measured: linger 5 ms cost 5 ms at p50 and bought no throughput (bench/).
     linger_s: float = 0.0
     group: str = DEFAULT_GROUP
-    retention_s: float = 24 * 3600.0
+    retention: Retention = Retention()
     trim_every_s: float = 10.0
     redis_probe_every_s: float = 1.0
     # Spool records are whatever batches formed during the outage (often a handful
@@ -408,7 +409,7 @@ class StreamWriter:
         if self.redis_up and now >= self._next_trim:
             self._next_trim = now + self._settings.trim_every_s
             try:
-                self._redis.trim(self._settings.group, self._settings.retention_s)
+                self._redis.trim(self._settings.group, self._settings.retention)
             except redis.RedisError as exc:
                 self._set_up(False, exc)
             except Exception:

@@ -15,7 +15,7 @@ from tests.support.apply import apply_events, mirror_state
 from tests.support.events import job_event, job_object, relist_end
 from tests.support.redis_server import append_event, read_stream
 from tests.support.waits import wait_until
-from watcher.retention import safe_min_id, trim
+from watcher.retention import Retention, safe_min_id, trim
 
 KEYS = Keys()
 
@@ -264,19 +264,40 @@ def test_retention_never_trims_what_the_group_has_not_acked(r: "redis.Redis") ->
         for i in range(10)
     ]
     time.sleep(0.01)
-    assert trim(r, KEYS.stream, "projector", retention_s=0) == 0  # no group yet: keep all
+    assert trim(r, KEYS.stream, "projector", Retention(seconds=0)) == 0  # no group yet: keep all
     assert r.xlen(KEYS.stream) == 10
     r.xgroup_create(KEYS.stream, "projector", id="0")
     r.xreadgroup("projector", "c", {KEYS.stream: ">"}, count=4)  # 4 pending, 6 unread
-    assert safe_min_id(r, KEYS.stream, "projector", retention_s=0) == ids[0]
-    trim(r, KEYS.stream, "projector", retention_s=0)
+    assert safe_min_id(r, KEYS.stream, "projector", Retention(seconds=0)) == ids[0]
+    trim(r, KEYS.stream, "projector", Retention(seconds=0))
     assert r.xlen(KEYS.stream) == 10
     r.xack(KEYS.stream, "projector", *ids[:4])
     # Acked but the rest unread: keep from the last delivered entry on.
-    assert safe_min_id(r, KEYS.stream, "projector", retention_s=0) == ids[3]
+    assert safe_min_id(r, KEYS.stream, "projector", Retention(seconds=0)) == ids[3]
     # Retention longer than the stream's age wins over the group.
-    by_age = safe_min_id(r, KEYS.stream, "projector", retention_s=3600)
+    by_age = safe_min_id(r, KEYS.stream, "projector", Retention(seconds=3600))
     assert by_age is not None and by_age < ids[0]
+
+
+def test_retention_by_entries_and_bytes_trims_first_yet_keeps_what_the_group_needs(
+    r: "redis.Redis",
+) -> None:
+    ids = [
+        append_event(r, KEYS.stream, job_event(ev.ADDED, f"o{i}", str(i + 1))).decode()
+        for i in range(40)
+    ]
+    r.xgroup_create(KEYS.stream, "projector", id="0")
+    r.xreadgroup("projector", "c", {KEYS.stream: ">"}, count=30)
+    r.xack(KEYS.stream, "projector", *ids[:30])
+    day = 24 * 3600.0  # the age bound alone would keep everything
+    assert safe_min_id(r, KEYS.stream, "projector", Retention(day, entries=15, bytes=0)) == ids[25]
+    # Unread entries are kept whatever the bound says: the group still needs them.
+    assert safe_min_id(r, KEYS.stream, "projector", Retention(day, entries=5, bytes=0)) == ids[29]
+    used = int(r.memory_usage(KEYS.stream, samples=0) or 0)
+    by_bytes = safe_min_id(r, KEYS.stream, "projector", Retention(day, entries=0, bytes=used // 2))
+    assert by_bytes in ids[1:30]  # about half dropped, within what the group is done with
+    unbounded = safe_min_id(r, KEYS.stream, "projector", Retention(day, 0, 0))
+    assert unbounded not in ids  # older than every entry: nothing to trim
 
 
 def test_projector_recreates_a_deleted_group(r: "redis.Redis") -> None:
