@@ -141,6 +141,21 @@ def cli(
     show_default=True,
     help="Most bytes of stream kept, as MEMORY USAGE counts them (0: no bound).",
 )
+@option(
+    "--min-replicas-acked",
+    type=click.IntRange(min=0),
+    default=default_of(WriterSettings, "min_replicas_acked"),
+    show_default=True,
+    help="Replicas that must take each append (WAIT) before it counts as done; fewer "
+    "in time is counted and logged. 0: do not wait.",
+)
+@option(
+    "--replica-ack-timeout-ms",
+    type=click.IntRange(min=1),
+    default=default_of(WriterSettings, "replica_ack_timeout_ms"),
+    show_default=True,
+    help="How long an append waits for --min-replicas-acked.",
+)
 @option("--group", default=DEFAULT_GROUP, show_default=True, help="Projector group to respect.")
 @option("--health-host", default=default_of(WatcherConfig, "health_host"), show_default=True)
 @option(
@@ -161,6 +176,8 @@ def watch(
     retention: float,
     retention_entries: int,
     retention_bytes: int,
+    min_replicas_acked: int,
+    replica_ack_timeout_ms: int,
     group: str,
     health_host: str,
     health_port: int,
@@ -181,6 +198,8 @@ def watch(
             linger_s=linger_ms / 1000,
             group=group,
             retention=Retention(retention, retention_entries, retention_bytes),
+            min_replicas_acked=min_replicas_acked,
+            replica_ack_timeout_ms=replica_ack_timeout_ms,
         ),
     )
     # Few retries: a down Redis should send events to the spool quickly, not stall.

@@ -44,6 +44,8 @@ class Appended(msgspec.Struct, frozen=True):
 
     ids: list[bytes]
     guard: object
+    # Replicas that acknowledged the append (WAIT), when asked for; else None.
+    replicas: int | None = None
 
 
 class Appender(Protocol):
@@ -90,8 +92,13 @@ def _info_field(reply: object, name: bytes) -> int | None:
 class RedisAppender:
     """The Appender of a real Redis."""
 
-    def __init__(self, r: "redis.Redis", keys: Keys) -> None:
+    def __init__(
+        self, r: "redis.Redis", keys: Keys, min_replicas: int = 0, replica_timeout_ms: int = 0
+    ) -> None:
         self._r, self._keys = r, keys
+        # WAIT after each append (--min-replicas-acked): latency bought for fewer writes
+        # lost to a failover (the guard finds those either way, and relists).
+        self._min_replicas, self._replica_timeout_ms = min_replicas, replica_timeout_ms
         self._stream = keys.stream.encode()
         self._guard_keys: list[Arg] = [
             keys.checkpoint_marks.encode(),
@@ -114,7 +121,10 @@ class RedisAppender:
         batch = append_batch(self._stream, list(entries))
         batch.add(b"EVAL", GUARD_SOURCE, len(self._guard_keys), *self._guard_keys, *guard_args)
         *ids, guard = batch.send_transaction(self._r)
-        return Appended(ids, guard)  # type: ignore[arg-type]  # XADD answers bytes
+        replicas = None
+        if self._min_replicas:
+            replicas = int(self._r.wait(self._min_replicas, self._replica_timeout_ms))
+        return Appended(ids, guard, replicas)  # type: ignore[arg-type]  # XADD answers bytes
 
     def check(self, guard_args: Sequence[Arg]) -> Checked:
         batch = Batch()

@@ -101,6 +101,11 @@ class WatcherMetrics:
             registry=r,
         )
         self.redis_up = Gauge("kube2redis_watcher_redis_up", "1 if Redis answers", registry=r)
+        self.replica_acks_short = Counter(
+            "kube2redis_watcher_replica_acks_short",
+            "Appends fewer replicas than --min-replicas-acked took in time",
+            registry=r,
+        )
         # Read once a second with the guard's check (INFO memory): no exporter needed.
         self.redis_used_memory = Gauge(
             "kube2redis_watcher_redis_used_memory_bytes",

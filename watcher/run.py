@@ -76,7 +76,10 @@ def run(config: WatcherConfig, kube: KubeClient, r: "redis.Redis", keys: Keys) -
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     metrics = WatcherMetrics()
     spool = Spool(config.spool_dir, max_bytes=config.spool_max_bytes, fsync=config.spool_fsync)
-    writer = StreamWriter(RedisAppender(r, keys), spool, metrics, config.writer)
+    appender = RedisAppender(
+        r, keys, config.writer.min_replicas_acked, config.writer.replica_ack_timeout_ms
+    )
+    writer = StreamWriter(appender, spool, metrics, config.writer)
     # Discovery first: an unreachable API server or a kind collision ends here, clearly;
     # a resource not served yet (a CRD installed later) is waited for.
     resources: list[Resource] = []

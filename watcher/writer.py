@@ -107,6 +107,9 @@ class WriterSettings(msgspec.Struct, frozen=True):
     # How often the marks of every scope are checked, so a quiet scope finds out
     # that Redis forgot it without waiting for its next event.
     guard_check_every_s: float = 1.0
+    # Replicas that must acknowledge each append (WAIT), and how long to wait for them.
+    min_replicas_acked: int = 0
+    replica_ack_timeout_ms: int = 100
 
 
 class StreamWriter:
@@ -146,6 +149,7 @@ class StreamWriter:
         self._unasked: dict[str, str] = {}
         self._relisters_lock = threading.Lock()
         self._conflict_logged: dict[str, float] = {}
+        self._replicas_short_logged = -3600.0
         # Why Redis took nothing last time ("" while writes go through): /readyz says it.
         self.redis_problem = ""
         self.cluster_uid = ""  # set once known (watcher/identity.py)
@@ -346,8 +350,24 @@ class StreamWriter:
         self._metrics.events_out.inc(len(entries))
         if log.isEnabledFor(logging.DEBUG):
             _log_events(entries, [text(i) for i in appended.ids])
+        if appended.replicas is not None and appended.replicas < self._settings.min_replicas_acked:
+            self._replicas_short(appended.replicas)
         self._written()
         self._report(self.guard.committed(plan, appended.guard))
+
+    def _replicas_short(self, acked: int) -> None:
+        """Fewer replicas than asked took the append in time: it holds on the primary,
+        and a failover before they catch up can lose it (the guard would find that
+        loss and relist). Counted, and said once a minute."""
+        self._metrics.replica_acks_short.inc()
+        now = self._clock()
+        if now - self._replicas_short_logged >= 60.0:
+            self._replicas_short_logged = now
+            log.warning(
+                "an append reached %d of %d replicas in time (--min-replicas-acked)",
+                acked,
+                self._settings.min_replicas_acked,
+            )
 
     def _written(self) -> None:
         if self.redis_problem:
