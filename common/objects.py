@@ -4,6 +4,8 @@ Objects travel as the raw bytes the API server sent; msgspec reads their
 metadata without building a model, which is what keeps the watcher cheap.
 """
 
+from typing import Final
+
 import msgspec
 
 from common.indexes import values_of
@@ -63,3 +65,19 @@ def phase_of(raw: bytes) -> str:
     """The object's phase where it has one: Pod/PodGroup ``status.phase``,
     Volcano Job ``status.state.phase``, Queue ``status.state``; else ""."""
     return values_of(raw).phase
+
+
+_MANAGED_FIELDS: Final = b'"managedFields"'
+
+
+def without_managed_fields(obj: bytes) -> bytes:
+    """The object without metadata.managedFields (server-side apply's bookkeeping,
+    often half an object's size), for --drop-managed-fields. Every other field is
+    kept, in its order; an object without them is returned as it came."""
+    if _MANAGED_FIELDS not in obj:
+        return obj
+    decoded = msgspec.json.decode(obj)
+    metadata = decoded.get("metadata") if isinstance(decoded, dict) else None
+    if not isinstance(metadata, dict) or metadata.pop("managedFields", None) is None:
+        return obj
+    return msgspec.json.encode(decoded)

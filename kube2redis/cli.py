@@ -156,6 +156,13 @@ def cli(
     show_default=True,
     help="How long an append waits for --min-replicas-acked.",
 )
+@option(
+    "--drop-managed-fields",
+    is_flag=True,
+    default=default_of(WatcherConfig, "drop_managed_fields"),
+    help="Store objects without metadata.managedFields (server-side apply's bookkeeping, "
+    "often half an object). Off: Redis holds exactly what the API server sent.",
+)
 @option("--group", default=DEFAULT_GROUP, show_default=True, help="Projector group to respect.")
 @option("--health-host", default=default_of(WatcherConfig, "health_host"), show_default=True)
 @option(
@@ -178,6 +185,7 @@ def watch(
     retention_bytes: int,
     min_replicas_acked: int,
     replica_ack_timeout_ms: int,
+    drop_managed_fields: bool,
     group: str,
     health_host: str,
     health_port: int,
@@ -193,6 +201,7 @@ def watch(
         spool_fsync=spool_fsync,  # type: ignore[arg-type]
         health_host=health_host,
         health_port=health_port,
+        drop_managed_fields=drop_managed_fields,
         writer=WriterSettings(
             batch_size=batch_size,
             linger_s=linger_ms / 1000,

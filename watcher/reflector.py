@@ -49,6 +49,7 @@ from common.objects import (
     decode_list_page,
     decode_status,
     decode_watch_line,
+    without_managed_fields,
 )
 from common.resources import Resource
 from watcher.backoff import Backoff
@@ -78,8 +79,10 @@ class Reflector:
         first_relist: str = "initial",
         on_server_rewound: Callable[[str], None] | None = None,
         server_rv: Callable[[], str] | None = None,
+        drop_managed_fields: bool = False,
     ) -> None:
         self.kube, self.resource, self.namespace = kube, resource, namespace
+        self._drop_managed_fields = drop_managed_fields
         self.writer, self.metrics = writer, metrics
         self.rv = start_rv
         self.read_timeout_s, self.watch_timeout_s = read_timeout_s, watch_timeout_s
@@ -456,7 +459,7 @@ class Reflector:
             name=meta.name,
             uid=meta.uid,
             rv=meta.resourceVersion,
-            object=obj,
+            object=without_managed_fields(obj) if self._drop_managed_fields else obj,
             received_ns=received_ns or time.time_ns(),
         )
 

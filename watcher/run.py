@@ -34,6 +34,9 @@ class WatcherConfig(msgspec.Struct, frozen=True):
     health_host: str = "0.0.0.0"  # noqa: S104 - probes come from the kubelet
     health_port: int = 8080
     shutdown_timeout_s: float = 10.0
+    # Store objects without metadata.managedFields (off: Redis holds exactly what the
+    # API server sent).
+    drop_managed_fields: bool = False
     writer: WriterSettings = WriterSettings()
 
 
@@ -119,6 +122,7 @@ def run(config: WatcherConfig, kube: KubeClient, r: "redis.Redis", keys: Keys) -
         checkpoints,
         lambda scope: wiped or writer.relist_at_start.get(scope) or "initial",
         server_rewound,
+        config.drop_managed_fields,
     )
 
     def ready() -> tuple[bool, str]:

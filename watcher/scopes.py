@@ -63,7 +63,9 @@ class Scopes:
         checkpoints: dict[str, str],
         first_relist: Callable[[str], str],
         on_server_rewound: Callable[[str], None],
+        drop_managed_fields: bool = False,
     ) -> None:
+        self._drop_managed_fields = drop_managed_fields
         self._kube, self._writer, self._metrics = kube, writer, metrics
         self._r, self._keys = r, keys
         self._namespaces, self._checkpoints = namespaces, checkpoints
@@ -93,6 +95,7 @@ class Scopes:
                 first_relist=reason or self._first_relist(scope),
                 on_server_rewound=self._on_server_rewound,
                 server_rv=self._server_rv,
+                drop_managed_fields=self._drop_managed_fields,
             )
             self.reflectors.append(reflector)
             self._remember(scope, resource, namespace)

@@ -205,3 +205,29 @@ def test_verify_reports_drift(
         (f"{namespace}:j-1", "stale"),
         (f"{namespace}:ghost", "extra"),
     }
+
+
+def test_drop_managed_fields_stores_objects_without_them(
+    kube: Kube, namespace: str, redis_url: str, procs: ProcFactory, tmp_path: Path
+) -> None:
+    watcher = start_watcher(
+        procs, redis_url, kube, namespace, tmp_path / "spool", "--drop-managed-fields"
+    )
+    projector = start_projector(procs, redis_url, kube)
+    watcher.wait_ready()
+    projector.wait_ready()
+    jobs = Jobs(kube, namespace)
+    jobs.create("j-1")
+    live = json.loads(kube.client.get(f"{jobs.path}/j-1"))
+    assert live["metadata"].get("managedFields")  # the API server keeps them
+    r = redis.Redis.from_url(redis_url)
+    try:
+        key = KEYS.state("job", namespace, "j-1")
+        wait_until(lambda: r.exists(key), 30, "the job mirrored")
+        stored = stored_object(r, "job", namespace, "j-1")
+        assert isinstance(stored, dict)
+        assert "managedFields" not in stored["metadata"]
+        del live["metadata"]["managedFields"]
+        assert stored == live
+    finally:
+        r.close()
