@@ -8,8 +8,12 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
 from common.errors import ConfigError
+from common.redisslot import hash_tag, slot_client
 
-_SCHEMES = ("redis", "rediss", "unix")
+# A Redis Cluster (any node's address: the rest are discovered); see common/redisslot.py.
+CLUSTER_SCHEME = "redis+cluster"
+
+_SCHEMES = ("redis", "rediss", "unix", CLUSTER_SCHEME)
 
 
 def redact_url(url: str) -> str:
@@ -57,8 +61,10 @@ def connect(
     connect_timeout: float = 3.0,
     retries: int = 3,
     health_check_interval: int = 30,
+    key_prefix: str = "",
 ) -> "redis.Redis":
-    """A client for url; username/password override those in the URL.
+    """A client for url; username/password override those in the URL. On a Redis
+    Cluster (redis+cluster://) every key must share key_prefix's hash tag.
 
     The socket timeout must stay well above any XREADGROUP ``block`` so a quiet
     stream is never mistaken for a dead connection.
@@ -78,4 +84,11 @@ def connect(
         options["password"] = password
     if url.startswith("rediss://") and ca_file is not None:
         options["ssl_ca_certs"] = str(ca_file)
+    if url.startswith(CLUSTER_SCHEME + "://"):
+        if hash_tag(key_prefix) is None:
+            raise ConfigError(
+                f"--key-prefix {key_prefix!r}: on a Redis Cluster it must carry a hash tag "
+                "(e.g. '{k8s}'), so every key of the mirror is in one slot"
+            )
+        return slot_client(url, key_prefix, options)
     return redis.Redis.from_url(url, **options)

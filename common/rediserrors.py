@@ -15,7 +15,7 @@ can't ...", 7.2: "ACL failure in script: ..."), which is a NOPERM all the same.
 | unreachable | ConnectionError, TimeoutError                      | reconnect; spool; retry  |
 | refusal     | OOM READONLY LOADING MISCONF BUSY NOPERM           | the server's condition:  |
 |             | MASTERDOWN CLUSTERDOWN TRYAGAIN NOREPLICAS         | back off, retry the same |
-|             |                                                    | work, never blame it     |
+|             | MOVED ASK                                          | work, never blame it     |
 | noscript    | NOSCRIPT                                           | load the scripts, resend |
 | entry       | anything else (WRONGTYPE, ERR from our script, ..) | the entry's own fault    |
 
@@ -57,6 +57,9 @@ REFUSAL_CODES: Final = frozenset(
         "MASTERDOWN",
         "CLUSTERDOWN",
         "TRYAGAIN",
+        # The slot moved (a failover, a resharding): the pool re-reads the slot map.
+        "MOVED",
+        "ASK",
         "NOREPLICAS",
     }
 )

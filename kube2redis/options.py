@@ -57,6 +57,7 @@ class Settings(msgspec.Struct):
             ca_file=self.redis_ca_file,
             retries=retries,
             socket_timeout=socket_timeout,
+            key_prefix=self.key_prefix,
         )
 
 

@@ -1,0 +1,79 @@
+"""kube2redis on a real Redis Cluster (three primaries, three replicas on
+loopback): every key of the mirror carries one hash tag (--key-prefix '{k8s}'),
+so its transactions and scripts run in one slot. The primary serving it is
+killed during the churn; its replica takes over, and the mirror converges."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests import procs as kprocs
+from tests.procs import ProcFactory
+from tests.support.ci import unavailable
+from tests.support.events import JOBS_RESOURCE
+from tests.support.kube import Jobs, Kube
+from tests.support.redis_cluster import REDIS_CLI, RedisClusterServers
+from tests.support.redis_server import REDIS_SERVER
+from tests.support.waits import wait_until
+
+PREFIX = "{k8s}"
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[RedisClusterServers]:
+    if not (REDIS_SERVER and REDIS_CLI):
+        unavailable("redis-server and redis-cli (apt-get install redis-server)")
+    servers = RedisClusterServers(tmp_path / "cluster")
+    try:
+        yield servers.start()
+    finally:
+        servers.stop()
+
+
+def _env(cluster: RedisClusterServers, kube: Kube) -> dict[str, str]:
+    return {
+        "KUBE2REDIS_REDIS_URL": cluster.url,
+        "KUBE2REDIS_KEY_PREFIX": PREFIX,
+        "KUBE2REDIS_KUBECONFIG": str(kube.kubeconfig),
+    }
+
+
+def _verified(cluster: RedisClusterServers, kube: Kube, namespace: str) -> bool:
+    args = ["verify", "--namespace", namespace, "--resource", JOBS_RESOURCE, "--retries", "0"]
+    return kprocs.run(args, _env(cluster, kube)).returncode == 0
+
+
+def test_the_mirror_on_a_redis_cluster_converges_across_a_failover(
+    cluster: RedisClusterServers, kube: Kube, namespace: str, procs: ProcFactory, tmp_path: Path
+) -> None:
+    env = _env(cluster, kube)
+    watch = ["watch", "--namespace", namespace, "--resource", JOBS_RESOURCE]
+    watcher = procs.start("watcher", [*watch, "--spool-dir", str(tmp_path / "spool")], env)
+    projector = procs.start("projector", ["project"], env)
+    watcher.wait_ready()
+    projector.wait_ready()
+    jobs = Jobs(kube, namespace)
+    for i in range(30):
+        jobs.create(f"j-{i}")
+    wait_until(lambda: _verified(cluster, kube, namespace), 90, "verify clean", interval_s=1.0)
+
+    primary = cluster.primary_of(PREFIX)
+    primary.kill()  # kill -9: its replica takes over
+    for i in range(30, 60):
+        jobs.create(f"j-{i}")
+    for i in range(10):
+        jobs.label(f"j-{i}", "after-the-failover")
+    for i in range(50, 55):
+        jobs.delete(f"j-{i}")
+    wait_until(lambda: cluster.primary_of(PREFIX) is not primary, 30, "the replica took over")
+    wait_until(lambda: _verified(cluster, kube, namespace), 120, "verify clean after the failover")
+
+
+def test_a_key_prefix_without_a_hash_tag_is_refused_on_a_cluster(
+    cluster: RedisClusterServers,
+) -> None:
+    result = kprocs.run(["--redis-url", cluster.url, "status"])
+    assert result.returncode == 2
+    (error,) = [line for line in result.stderr.splitlines() if line.startswith("kube2redis:")]
+    assert "--key-prefix" in error and "hash tag" in error
