@@ -5,9 +5,8 @@ from dataclasses import dataclass
 DEFAULT_PREFIX = "k8s"
 # The projectors' consumer group on the stream (the watcher's retention respects it).
 DEFAULT_GROUP = "projector"
-# The state hash's fields: the object as sent, its resourceVersion and uid, and its
-# indexed values (common/indexes.py) as the indexes hold them.
-STATE_OBJECT, STATE_RV, STATE_UID, STATE_INDEXED = "object", "rv", "uid", "indexed"
+# The state hash's fields: the object as sent, its resourceVersion and uid.
+STATE_OBJECT, STATE_RV, STATE_UID = "object", "rv", "uid"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +52,12 @@ class Keys:
         """Hash of a kind's indexed values (joined, e.g. ``Running/default``) ->
         how many stored objects have them."""
         return f"{self.prefix}:counts:{kind}"
+
+    def index_records(self, kind: str) -> str:
+        """Hash of member -> the indexed values (joined) the by-sets and counters of a
+        kind hold for it: what the scripts move it from. Apart from the state hashes,
+        so a lost state hash cannot make an object counted twice or leave a ghost."""
+        return f"{self.prefix}:indexed:{kind}"
 
     def tombstone(self, kind: str, namespace: str, name: str) -> str:
         """String holding the resourceVersion at which an object was deleted."""

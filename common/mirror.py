@@ -24,26 +24,38 @@ def mirrored_kinds(r: "redis.Redis", keys: Keys) -> set[str]:
 
 
 def clear_state(r: "redis.Redis", keys: Keys, kinds: list[str] | None = None) -> list[str]:
-    """Delete state keys, indexes (secondary ones and counters too), tombstones and
-    relist records of kinds (all if None); tell change-feed readers. Returns the
-    kinds cleared."""
+    """Delete the indexes (secondary ones, their records and counters too), state
+    keys, tombstones and relist records of kinds (all if None); tell change-feed
+    readers. Returns the kinds cleared.
+
+    Not atomic: a projector applying meanwhile (``--force``) can write an object
+    between the steps. A kind's indexes go first, in one DEL, so what such an apply
+    leaves is an object's index entries and record without its state key, which its
+    next relist resolves (the SYNC restores the state at the values recorded; the
+    sweep removes the entries as the record says); never a state key outside the
+    index, which a relist cannot sweep, nor counters that disagree with records."""
     cleared = [k for k in sorted(mirrored_kinds(r, keys)) if kinds is None or k in kinds]
     for kind in cleared:
         index = keys.index(kind)
         members = [m.decode() for m in r.smembers(index)]  # type: ignore[union-attr]
+        by_sets = list(r.scan_iter(match=keys.by_prefix(kind) + "*", count=1000))
+        r.delete(index, keys.index_records(kind), keys.counts(kind), *by_sets)
         for i in range(0, len(members), CHUNK):
             chunk = members[i : i + CHUNK]
             r.delete(*(keys.state_of(kind, m) for m in chunk))
-        r.delete(index, keys.counts(kind))
         # And by name: a state key whose index member was lost is cleared as well.
         patterns = (keys.state(kind, "", "*"), keys.tombstone(kind, "", "*"))
-        for pattern in (*patterns, keys.relist(kind, "*") + "*", keys.by_prefix(kind) + "*"):
-            batch = list(r.scan_iter(match=pattern, count=1000))
-            for i in range(0, len(batch), CHUNK):
-                r.delete(*batch[i : i + CHUNK])
+        for pattern in (*patterns, keys.relist(kind, "*") + "*"):
+            _delete_matching(r, pattern)
     if cleared:
         r.xadd(keys.changes, change_fields(RESET_CHANGE))  # type: ignore[arg-type]
     return cleared
+
+
+def _delete_matching(r: "redis.Redis", pattern: str) -> None:
+    batch = list(r.scan_iter(match=pattern, count=1000))
+    for i in range(0, len(batch), CHUNK):
+        r.delete(*batch[i : i + CHUNK])
 
 
 def stream_trimmed(r: "redis.Redis", keys: Keys) -> bool:

@@ -24,14 +24,22 @@ class Outcome(enum.StrEnum):
     RELISTED = "relisted"  # older than a relist that did not list the object
     NOT_PENDING = "not-pending"  # no longer pending in the group (applied, or reset)
     RELIST = "relist"  # a RELIST_END applied (relist.lua answers a count)
+    # The same version again (a relist's SYNC) whose index record differed from its
+    # values (stored before indexes existed, or drifted): re-indexed, a change recorded.
+    REINDEXED = "reindexed"
+    # Applied, but a counter it moved went below zero: the indexes had drifted
+    # (counters lost, a partial write); kept negative for verify to report.
+    INDEX_DRIFT = "index-drift"
 
 
 class ChangeType(enum.StrEnum):
-    """A change-feed entry's type: a watch event type, or RESET."""
+    """A change-feed entry's type: a watch event type, SYNC, or RESET."""
 
     ADDED = "ADDED"
     MODIFIED = "MODIFIED"
     DELETED = "DELETED"
+    # A relist listed it: written as listed, or re-indexed at the version held.
+    SYNC = "SYNC"
     # The mirror was cleared or Redis forgot (the feed with it): read afresh.
     RESET = "RESET"
 

@@ -475,7 +475,9 @@ def resync(
     "--repair",
     is_flag=True,
     help="Ask the watchers to relist exactly the scopes with drift, wait until that is "
-    "applied, and check again (exit 0 if it is clean then).",
+    "applied, and check again (exit 0 if it is clean then). Drift of the secondary "
+    "indexes is not relisted (a relist cannot repair it): it says to run "
+    "`replay --rebuild`.",
 )
 @resync_timeout_option("With --repair: seconds to wait for the relists.")
 @pass_settings
@@ -494,7 +496,7 @@ def verify(
     from rich.console import Console
     from rich.table import Table
 
-    from projector.verify import Drift, drift_of, scopes_of
+    from projector.verify import Drift, drift_of, index_drift_kinds, scopes_of
 
     kube = kube_client(kubeconfig, context)
     resolved = [kube.discover(s) for s in specs(resources)]
@@ -522,6 +524,12 @@ def verify(
         for resource, namespace in scopes_of(drift, resolved):
             wanted = ResyncRequest(resource=resource, namespace=namespace, reason="verify-repair")
             resyncs.run(r, settings.keys, wanted, timeout, lambda line: click.echo(line, err=True))
+        if kinds := index_drift_kinds(drift):
+            click.echo(
+                f"the secondary indexes of {', '.join(kinds)} drifted: a relist does not "
+                "repair them; run `kube2redis replay --rebuild`",
+                err=True,
+            )
         drift = check()
         click.echo(
             f"after the repair: {len(drift)} drifted" if drift else "repaired: no drift left",

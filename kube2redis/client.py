@@ -28,6 +28,7 @@ import redis.asyncio
 
 from common.indexes import INDEXED, Field, Values, split_indexed, values_of
 from common.keys import STATE_OBJECT, STATE_RV, STATE_UID, Keys
+from common.objects import ObjectMeta, decode_head
 from common.records import Change, ChangeType, change_from_fields
 
 T = TypeVar("T")
@@ -65,12 +66,22 @@ class StoredObject(msgspec.Struct, frozen=True):
 
 class Query(msgspec.Struct, frozen=True):
     """Which objects: a kind, optionally one namespace, phase and queue. Phase and
-    queue are read from the indexes (common/indexes.py says which kinds have them)."""
+    queue are read from the indexes (common/indexes.py says which kinds have them).
+    An empty phase or queue is refused: objects without one are counted (counts()
+    under "") but in no index set, so such a query could only answer nothing."""
 
     kind: str
     namespace: str | None = None
     phase: str | None = None
     queue: str | None = None
+
+    def __post_init__(self) -> None:
+        for field, value in ((Field.PHASE, self.phase), (Field.QUEUE, self.queue)):
+            if value == "":
+                raise ValueError(
+                    f"{field} '' is not indexed (counts() counts such objects under ''): "
+                    f"list the kind and filter on .values.{field}"
+                )
 
     def index_sets(self, keys: Keys) -> list[str]:
         """The sets whose intersection holds the members (then filtered by namespace)."""
@@ -169,12 +180,21 @@ def feed_gap(after: str, info: Mapping[str, Any] | None) -> str | None:
 
 
 def stored_object(kind: str, member: str, held: Sequence[bytes | None]) -> StoredObject | None:
-    """An HMGET object rv uid reply as a StoredObject (None: not stored)."""
+    """An HMGET object rv uid reply as a StoredObject (None: not stored). Namespace
+    and name are the object's own (a member cannot tell a namespace from a
+    cluster-scoped name with ':', such as "system:admin"); an object without them,
+    which no API server sends, is named by its member."""
     raw, rv, uid = held
     if raw is None or rv is None:
         return None
-    namespace = Keys.namespace_of(member, ":" in member)
-    name = member[len(namespace) + 1 :] if namespace else member
+    try:
+        meta = decode_head(raw).metadata
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        meta = ObjectMeta()
+    if meta.name:
+        namespace, name = meta.namespace, meta.name
+    else:
+        namespace, name = "", member
     return StoredObject(kind, namespace, name, rv.decode(), (uid or b"").decode(), raw)
 
 

@@ -13,7 +13,8 @@ class ProjectorMetrics:
         )
         self.results = Counter(
             "kube2redis_projector_apply_results",
-            "Apply outcomes: applied, stale, tombstoned, relisted, tombstone, relist",
+            "Apply outcomes: applied, stale, tombstoned, relisted, tombstone, relist, "
+            "reindexed, index-drift",
             ["result"],
             registry=r,
         )

@@ -50,6 +50,7 @@ class ApplyKeys(NamedTuple):
     state: str
     kind_index: str
     counts: str
+    records: str
     tombstone: str
     changes: str
     relist_ns: str
@@ -83,6 +84,7 @@ class RelistKeys(NamedTuple):
 
     kind_index: str
     counts: str
+    records: str
     relist: str
     relist_members: str
     changes: str
@@ -161,6 +163,7 @@ class Scripts:
             state=k.state(event.kind, event.namespace, event.name),
             kind_index=k.index(event.kind),
             counts=k.counts(event.kind),
+            records=k.index_records(event.kind),
             tombstone=k.tombstone(event.kind, event.namespace, event.name),
             changes=k.changes,
             relist_ns=k.relist(event.kind, event.namespace),
@@ -193,6 +196,7 @@ class Scripts:
         keys = RelistKeys(
             kind_index=k.index(event.kind),
             counts=k.counts(event.kind),
+            records=k.index_records(event.kind),
             relist=k.relist(event.kind, event.namespace),
             relist_members=k.relist_members(event.kind, event.namespace),
             changes=k.changes,

@@ -10,7 +10,7 @@ import msgspec
 import redis
 
 from common.indexes import INDEXED, indexed_arg, values_of
-from common.keys import STATE_INDEXED, STATE_OBJECT, Keys
+from common.keys import STATE_OBJECT, Keys
 from common.kube import KubeClient
 from common.objects import decode_head, decode_list_page
 from common.resources import Resource
@@ -21,7 +21,7 @@ class Drift(msgspec.Struct, frozen=True):
     member: str
     # missing | extra | stale | unindexed | index-orphan: the object and its index;
     # by-values | by-missing | by-extra | count: the secondary indexes (detail says
-    # which value or counter, what is held and what the object says)
+    # which value or counter, what is held and what the object says; INDEX_PROBLEMS)
     problem: str
     live_rv: str = ""
     stored_rv: str = ""
@@ -82,15 +82,22 @@ def verify_resource(
 
 
 CHUNK = 1000
+# Drift of the secondary indexes: a relist does not repair it (it moves an object's
+# entries from what its record says, and the record may be what drifted); clearing
+# and rebuilding the kind (`replay --rebuild`) does.
+INDEX_PROBLEMS = frozenset({"by-values", "by-missing", "by-extra", "count"})
 
 
 def verify_indexes(
     r: "redis.Redis", keys: Keys, kind: str, in_scope: Callable[[str], bool], whole_kind: bool
 ) -> list[Drift]:
-    """The kind's index sets, its counters (when whole_kind) and each object's stored
-    indexed values against what the stored objects say."""
+    """The kind's index sets, its counters (when whole_kind) and its index records
+    (member -> values) against what the stored objects say."""
     fields = INDEXED[kind]
     members = sorted(m.decode() for m in r.smembers(keys.index(kind)))  # type: ignore[union-attr]
+    held_records = cast(dict[bytes, bytes], r.hgetall(keys.index_records(kind)))
+    records = {m.decode(): v.decode() for m, v in held_records.items()}
+    stored: set[str] = set()
     expected_sets: dict[str, set[str]] = {}
     expected_counts: Counter[str] = Counter()
     drift: list[Drift] = []
@@ -98,10 +105,11 @@ def verify_indexes(
         chunk = members[i : i + CHUNK]
         pipe = r.pipeline(transaction=False)
         for member in chunk:
-            pipe.hmget(keys.state_of(kind, member), [STATE_OBJECT, STATE_INDEXED])
-        for member, (raw, held) in zip(chunk, pipe.execute(), strict=True):
+            pipe.hget(keys.state_of(kind, member), STATE_OBJECT)
+        for member, raw in zip(chunk, pipe.execute(), strict=True):
             if raw is None:
                 continue  # an index-orphan: verify_resource reports it
+            stored.add(member)
             values = values_of(raw)
             joined = indexed_arg(kind, values)
             expected_counts[joined] += 1
@@ -109,9 +117,14 @@ def verify_indexes(
                 value = getattr(values, field)
                 if value:
                     expected_sets.setdefault(keys.by(kind, field, value), set()).add(member)
-            if in_scope(member) and (held or b"").decode() != joined:
-                detail = f"held {(held or b'').decode()!r}, object {joined!r}"
+            recorded = records.get(member)
+            if in_scope(member) and recorded != joined:
+                detail = f"held {recorded!r}, object {joined!r}"
                 drift.append(Drift(kind, member, "by-values", detail=detail))
+    for member in sorted(set(records) - stored):
+        if in_scope(member):
+            detail = f"held {records[member]!r}, no object"
+            drift.append(Drift(kind, member, "by-values", detail=detail))
     held_sets = {k.decode() for k in r.scan_iter(match=keys.by_prefix(kind) + "*", count=1000)}
     for key in sorted(held_sets | set(expected_sets)):
         held = {m.decode() for m in r.smembers(key)}  # type: ignore[union-attr]
@@ -153,11 +166,18 @@ def drift_of(
 
 
 def scopes_of(drift: list[Drift], resources: list[Resource]) -> list[tuple[str, str]]:
-    """(resource name, namespace) of each scope with drift: what a repair relists."""
+    """(resource name, namespace) of each scope with drift a relist repairs: what a
+    repair relists (index drift is not: see INDEX_PROBLEMS)."""
     by_kind = {res.key_kind: res for res in resources}
     return sorted(
         {
             (by_kind[d.kind].spec.name, Keys.namespace_of(d.member, by_kind[d.kind].namespaced))
             for d in drift
+            if d.problem not in INDEX_PROBLEMS
         }
     )
+
+
+def index_drift_kinds(drift: list[Drift]) -> list[str]:
+    """The kinds whose secondary indexes drifted: only a rebuild repairs them."""
+    return sorted({d.kind for d in drift if d.problem in INDEX_PROBLEMS})

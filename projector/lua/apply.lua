@@ -5,6 +5,11 @@
 -- so a projector that dies can leave an entry pending but never half-applied.
 -- Returns the outcome's name (common/records.py Outcome).
 --
+-- The state hash's rv is written last, then the XACK: a call that Redis stops
+-- midway (a command the ACL refuses, caught up front where a repeat would count
+-- twice: `refused` in shared.lua) leaves the object older than the event, so the
+-- resend applies it all again rather than calling it stale.
+--
 -- The "#!lua" line makes Redis refuse the whole call up front when it refuses
 -- writes (OOM, READONLY, MISCONF): never half an apply, whatever the cause.
 --
@@ -12,12 +17,13 @@
 -- declares the same names in the same order (tests/unit/test_contracts.py).
 --   relist_ns*, relist_all*: the relist record and listed members of the object's
 --   namespace scope and of the all-namespaces scope.
---   tombstone_ttl in seconds; phase "" if the object has none; by_prefix, fields
---   and indexed: the kind's index sets' prefix, its indexed field names and this
---   object's values (see reindex in shared.lua); mode "ack" or "replay" (see
---   shared.lua).
+--   records: the kind's hash of member -> indexed values (what its index sets
+--   and counters hold for it). tombstone_ttl in seconds; phase "" if the object
+--   has none; by_prefix, fields and indexed: the kind's index sets' prefix, its
+--   indexed field names and this object's values (see reindex in shared.lua);
+--   mode "ack" or "replay" (see shared.lua).
 
-local state, kind_index, counts, tombstone, changes, relist_ns, relist_ns_members,
+local state, kind_index, counts, records, tombstone, changes, relist_ns, relist_ns_members,
   relist_all, relist_all_members, stream = unpack(KEYS)
 local typ, rv, object, member, tombstone_ttl, phase, changes_maxlen, uid,
   by_prefix, fields, indexed, mode, group, entry_id = unpack(ARGV)
@@ -25,8 +31,21 @@ local typ, rv, object, member, tombstone_ttl, phase, changes_maxlen, uid,
 local ack = acker(mode, stream, group, entry_id)
 if not still_pending(mode, stream, group, entry_id) then return 'not-pending' end
 
-local held = redis.call('HMGET', state, 'rv', 'indexed')
-local stored, was_indexed = held[1], held[2]
+local function refusal()
+  return refused({
+    {'HINCRBY', counts, indexed, '1'}, {'HDEL', counts, indexed},
+    {'HSET', records, member, indexed}, {'HDEL', records, member},
+    {'HSET', state, 'rv', rv}, {'DEL', state},
+    {'XADD', changes, '*', 'key', state, 'type', typ, 'rv', rv, 'phase', phase}})
+end
+
+local function record_change()
+  redis.call('XADD', changes, 'MAXLEN', '~', changes_maxlen, '*',
+    'key', state, 'type', typ, 'rv', rv, 'phase', phase)
+end
+
+local stored = redis.call('HGET', state, 'rv')
+local recorded = fields ~= '' and redis.call('HGET', records, member)
 if stored then
   -- A delete removes the object only if it is not older than what we hold.
   if (typ == 'DELETED' and newer(stored, rv)) or (typ ~= 'DELETED' and not newer(rv, stored)) then
@@ -34,11 +53,17 @@ if stored then
     -- from the hash, e.g. by a clear racing an apply); a relist re-adds it.
     if typ ~= 'DELETED' then
       redis.call('SADD', kind_index, member)
-      -- Stored before indexes existed, and this is the same version (a relist's
-      -- SYNC): index it now.
-      if stored == rv and not was_indexed then
-        redis.call('HSET', state, 'indexed', indexed)
-        reindex(member, false, indexed, fields, by_prefix, counts)
+      -- The same version (a relist's SYNC) indexed otherwise than its values say:
+      -- stored before indexes existed, or its record drifted. Index it as it is,
+      -- and say so on the change feed, or a follower of its phase never learns.
+      if stored == rv and fields ~= '' and recorded ~= indexed then
+        local no = refusal()
+        if no then return no end
+        local drifted = reindex(member, recorded, indexed, fields, by_prefix, counts, records)
+        record_change()
+        ack()
+        if drifted then return 'index-drift' end
+        return 'reindexed'
       end
     end
     ack()
@@ -64,20 +89,28 @@ if typ ~= 'DELETED' then
   end
 end
 
+local no = refusal()
+if no then return no end
+local drifted
 if typ == 'DELETED' then
-  local existed = redis.call('DEL', state)
-  redis.call('SREM', kind_index, member)
-  reindex(member, was_indexed, false, fields, by_prefix, counts)
+  drifted = reindex(member, recorded, false, fields, by_prefix, counts, records)
   redis.call('SET', tombstone, rv, 'EX', tombstone_ttl)
-  ack()
-  if existed == 0 then return 'tombstone' end
+  if not stored then
+    redis.call('SREM', kind_index, member)
+    ack()
+    if drifted then return 'index-drift' end
+    return 'tombstone'
+  end
+  record_change()
+  redis.call('SREM', kind_index, member)
+  redis.call('DEL', state)
 else
-  redis.call('HSET', state, 'object', object, 'rv', rv, 'uid', uid, 'indexed', indexed)
+  drifted = reindex(member, recorded, indexed, fields, by_prefix, counts, records)
   redis.call('SADD', kind_index, member)
-  reindex(member, was_indexed, indexed, fields, by_prefix, counts)
   if tomb then redis.call('DEL', tombstone) end
-  ack()
+  record_change()
+  redis.call('HSET', state, 'object', object, 'uid', uid, 'rv', rv)
 end
-redis.call('XADD', changes, 'MAXLEN', '~', changes_maxlen, '*',
-  'key', state, 'type', typ, 'rv', rv, 'phase', phase)
+ack()
+if drifted then return 'index-drift' end
 return 'applied'

@@ -25,11 +25,30 @@ local function still_pending(mode, stream, group, entry_id)
   return not entry.err and #entry > 0
 end
 
+-- Redis checks a command against the ACL only when a script reaches it, after
+-- what came before was written; a resend after such a refusal would then repeat
+-- the counters' moves. So the commands whose repeat is not harmless are checked
+-- before any write: an ACL without one refuses the whole call (README lists them).
+local function refused(checks)
+  for _, check in ipairs(checks) do
+    if not redis.acl_check_cmd(unpack(check)) then
+      return redis.error_reply('NOPERM this user has no permissions to run the '
+        .. check[1] .. ' command on ' .. check[2] .. ' (kube2redis needs it: see README)')
+    end
+  end
+  return false
+end
+
 -- The secondary indexes (common/indexes.py). `fields` names a kind's indexed
 -- fields ("" = none), `old` and `new` its values, each '/'-joined in the same
--- order; false: the object was not stored (or stored before indexes existed), or
--- is no longer. A set per non-empty value of each field, and a counter per
--- combination of values, moved only where a value changed.
+-- order; false: not indexed (not stored, stored before indexes existed, or no
+-- longer). `old` is always read from the kind's record hash (`records`, member ->
+-- values), never from the state hash, which can be lost on its own. A set per
+-- non-empty value of each field, and a counter per combination of values, moved
+-- only where a value changed; the record is updated after the counters, so a
+-- call cut short before it moves them again from the same `old` (the sets are
+-- idempotent). Returns true when a counter went below zero: the counters had
+-- drifted (lost, or a partial write); left negative for verify to see, not hidden.
 local function split(joined)
   local out, start = {}, 1
   while true do
@@ -43,8 +62,8 @@ local function split(joined)
   end
 end
 
-local function reindex(member, old, new, fields, by_prefix, counts)
-  if fields == '' or old == new then return end
+local function reindex(member, old, new, fields, by_prefix, counts, records)
+  if fields == '' or old == new then return false end
   local names = split(fields)
   local was = old and split(old) or {}
   local now = new and split(new) or {}
@@ -55,6 +74,16 @@ local function reindex(member, old, new, fields, by_prefix, counts)
       if new and after ~= '' then redis.call('SADD', by_prefix .. name .. ':' .. after, member) end
     end
   end
-  if old and redis.call('HINCRBY', counts, old, -1) <= 0 then redis.call('HDEL', counts, old) end
-  if new then redis.call('HINCRBY', counts, new, 1) end
+  local drifted = false
+  if old then
+    local left = redis.call('HINCRBY', counts, old, -1)
+    if left == 0 then redis.call('HDEL', counts, old) elseif left < 0 then drifted = true end
+  end
+  if new then
+    if redis.call('HINCRBY', counts, new, 1) <= 0 then drifted = true end
+    redis.call('HSET', records, member, new)
+  else
+    redis.call('HDEL', records, member)
+  end
+  return drifted
 end

@@ -25,6 +25,7 @@ from kube2redis.client import (
 )
 from tests.integration.test_indexes import _event
 from tests.support.apply import apply_events
+from tests.support.events import relist_end
 
 KEYS = Keys()
 
@@ -174,3 +175,28 @@ def test_ls_and_counts_read_redis_alone(r: "redis.Redis", redis_url: str) -> Non
         ["Running", "1", "1", "2"],
         ["TOTAL", "1", "2", "3"],
     ]
+
+
+def test_a_follower_learns_of_an_object_indexed_by_its_relist(r: "redis.Redis") -> None:
+    apply_events(r, [_event(ev.ADDED, "a", "5", "Running", "gpu")])
+    # As a projector before indexes left it: the object, in no index set.
+    r.delete(KEYS.index_records("job"), KEYS.counts("job"))
+    r.delete(*r.scan_iter(match=KEYS.by_prefix("job") + "*"))
+    m = Mirror(r)
+    follow = m.follow(Query("job", phase="Running"), block_ms=50, until=time.monotonic() + 1)
+    first = next(follow)
+    assert isinstance(first, Snapshot) and first.objects == {}
+    apply_events(r, [_event(ev.SYNC, "a", "5", "Running", "gpu"), relist_end("9", ["ns:a"])])
+    updates = [u for u in follow if isinstance(u, Update)]
+    assert [(u.member, u.obj and u.obj.rv) for u in updates] == [("ns:a", "5")]
+
+
+def test_an_empty_value_is_refused_and_names_come_from_the_object(r: "redis.Redis") -> None:
+    with pytest.raises(ValueError, match="phase '' is not indexed"):
+        Query("job", phase="")
+    with pytest.raises(ValueError, match="queue '' is not indexed"):
+        Query("job", queue="")
+    role = b'{"kind":"ClusterRole","metadata":{"name":"system:admin"}}'
+    r.hset(KEYS.state("clusterrole", "", "system:admin"), mapping={"object": role, "rv": "1"})
+    got = Mirror(r).get("clusterrole", "", "system:admin")
+    assert got is not None and (got.namespace, got.name) == ("", "system:admin")

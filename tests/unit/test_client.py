@@ -81,8 +81,14 @@ def test_a_query_matches_what_its_indexes_would_list() -> None:
 
 def test_a_stored_object_is_read_from_its_hmget_reply() -> None:
     assert stored_object("job", "ns:a:b", [None, None, None]) is None
-    obj = stored_object("job", "ns:a:b", [b"{}", b"7", b"u"])
-    assert obj == StoredObject("job", "ns", "a:b", "7", "u", b"{}")
+    raw = b'{"metadata":{"namespace":"ns","name":"a:b"}}'
+    obj = stored_object("job", "ns:a:b", [raw, b"7", b"u"])
+    assert obj == StoredObject("job", "ns", "a:b", "7", "u", raw)
+    # Cluster-scoped, ':' in its name: the object says so, not the member.
+    raw = b'{"metadata":{"name":"system:admin"}}'
+    assert stored_object("clusterrole", "system:admin", [raw, b"1", b""]) == StoredObject(
+        "clusterrole", "", "system:admin", "1", "", raw
+    )
 
 
 def test_counters_read_back_as_phase_and_queue() -> None:

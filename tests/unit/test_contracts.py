@@ -102,6 +102,7 @@ def _declared_literals() -> set[str]:
         f"{keys.prefix}:projectors:",
         f"{keys.prefix}:by:",
         f"{keys.prefix}:counts:",
+        f"{keys.prefix}:indexed:",
     }
     names |= set(DEAD_LETTER_FIELDS)
     names |= {o.value for o in Outcome if "-" in o.value or len(o.value) > 8}
