@@ -89,8 +89,20 @@ def main() -> None:
     parser.add_argument("--full", action="store_true")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only", nargs="*", default=None, choices=SCENARIOS, metavar="SCENARIO")
+    parser.add_argument(
+        "--reads-objects",
+        type=int,
+        default=None,
+        help="Jobs for the reads scenario instead of the mode's (its results go to "
+        "reads-N.json); --runs sets how many runs",
+    )
+    parser.add_argument("--runs", type=int, default=None, help="runs instead of the mode's")
     args = parser.parse_args()
     size = FULL if args.full else QUICK
+    if args.runs:
+        size = msgspec.structs.replace(size, runs=args.runs)
+    if args.reads_objects:
+        size = msgspec.structs.replace(size, reads=args.reads_objects)
     mode = "full" if args.full else "quick"
     wanted = set(args.only or SCENARIOS)
     fresh_scratch()
@@ -164,7 +176,8 @@ def main() -> None:
         if "reads" in wanted:
             figures = _summarise(scenarios.reads(cluster, size.reads, size.runs, size.reads_reps))
             print("reads: " + ", ".join(f"{k} {v['median']:,.2f}" for k, v in figures.items()))
-            _write(results, "reads", {**info, "objects": size.reads, "figures": figures})
+            name = f"reads-{size.reads}" if args.reads_objects else "reads"
+            _write(results, name, {**info, "objects": size.reads, "figures": figures})
     finally:
         cluster.down()
     markdown = report.write_all(results)
