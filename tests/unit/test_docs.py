@@ -1,0 +1,26 @@
+"""The README's metrics table names every metric the processes export, and
+nothing they do not: the table is what operators build alerts from."""
+
+import re
+
+from prometheus_client import CollectorRegistry
+
+from projector.metrics import ProjectorMetrics
+from tests.support.paths import REPO
+from watcher.metrics import WatcherMetrics
+
+
+def _exported(registry: CollectorRegistry) -> set[str]:
+    names = set()
+    for family in registry.collect():
+        if family.name.startswith("kube2redis_"):
+            suffix = "_total" if family.type == "counter" else ""
+            names.add(family.name + suffix)
+    return names
+
+
+def test_the_readme_table_lists_every_metric_and_only_those() -> None:
+    readme = (REPO / "README.md").read_text()
+    table = set(re.findall(r"^\| `(kube2redis_[a-z_]+)` \|", readme, re.M))
+    exported = _exported(WatcherMetrics().registry) | _exported(ProjectorMetrics().registry)
+    assert table == exported
