@@ -37,9 +37,12 @@ def hash_tag(key_prefix: str) -> str | None:
 class SlotPool(redis.ConnectionPool):
     """Connections to the primary serving one slot (a drop-in ConnectionPool)."""
 
-    def __init__(self, cluster: RedisCluster, slot: int, **kwargs: Any) -> None:
+    def __init__(self, url: str, slot: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)  # the encoder and options redis.Redis reads
-        self._cluster, self._slot = cluster, slot
+        self._url, self._options, self._slot = url, kwargs, slot
+        # Made on first use, not here: a cluster down when a watcher starts is an
+        # unreachable Redis (it spools), as a single Redis down is.
+        self._cluster: RedisCluster | None = None
         self._slot_lock = threading.Lock()
         self._origin: dict[int, redis.ConnectionPool] = {}
         self._stale = False
@@ -48,13 +51,16 @@ class SlotPool(redis.ConnectionPool):
     def _node_pool(self) -> redis.ConnectionPool:
         with self._slot_lock:
             due = time.monotonic() - self._refreshed >= REFRESH_EVERY_S
-            if self._stale or due:
-                self._stale, self._refreshed = False, time.monotonic()
-                try:
+            try:
+                if self._cluster is None:
+                    self._cluster = RedisCluster.from_url(self._url, **self._options)
+                    self._refreshed = time.monotonic()
+                elif self._stale or due:
+                    self._stale, self._refreshed = False, time.monotonic()
                     self._cluster.nodes_manager.initialize()
-                except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:
-                    self._stale = True
-                    raise redis.ConnectionError(f"redis cluster: {exc}") from exc
+            except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:
+                self._stale = True
+                raise redis.ConnectionError(f"redis cluster: {exc}") from exc
             node = self._cluster.nodes_manager.get_node_from_slot(self._slot)
             client = node.redis_connection
             if client is None:  # pragma: no cover - initialize() gives every node one
@@ -84,6 +90,8 @@ class SlotPool(redis.ConnectionPool):
             pool.release(connection)
 
     def disconnect(self, inuse_connections: bool = True) -> None:
+        if self._cluster is None:
+            return
         for node in list(self._cluster.nodes_manager.nodes_cache.values()):
             if node.redis_connection is not None:
                 node.redis_connection.connection_pool.disconnect(inuse_connections)
@@ -94,6 +102,5 @@ def slot_client(url: str, key_prefix: str, options: dict[str, object]) -> "redis
     url is redis+cluster://host:port (any node: the rest are discovered)."""
     tag = hash_tag(key_prefix)
     assert tag is not None, "validated by the caller"
-    cluster = RedisCluster.from_url("redis://" + url.split("://", 1)[1], **options)
-    pool = SlotPool(cluster, key_slot(tag.encode()), **options)
-    return redis.Redis(connection_pool=pool)
+    node_url = "redis://" + url.split("://", 1)[1]
+    return redis.Redis(connection_pool=SlotPool(node_url, key_slot(tag.encode()), **options))
