@@ -293,7 +293,14 @@ def project(
         start_id=start_id,
         apply=ApplySettings(tombstone_ttl_s=tombstone_ttl),
     )
-    settings.redis().ping()
+    try:
+        settings.redis(retries=0).ping()
+    except redis.AuthenticationError:
+        raise  # a wrong password is not waited out: one line, exit
+    except redis.ConnectionError as exc:
+        # Unreachable is a state the loop waits out (backing off; /readyz says so), as
+        # the watcher spools through it: a supervisor restarting us would only churn.
+        log.warning("redis unreachable at start, waiting for it: %s", exc)
     sys.exit(
         run(consumer_settings, settings.redis, settings.keys, health_host, health_port, processes)
     )

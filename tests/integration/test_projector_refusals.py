@@ -255,3 +255,18 @@ def test_the_heartbeat_stays_alive_while_redis_refuses_writes(r: "redis.Redis") 
         assert mirror.live_projectors(r, KEYS, "projector") == ["c"]
     finally:
         _free_memory(r)
+
+
+def test_a_projector_started_while_redis_is_down_waits_for_it(
+    server: RedisServer, procs: ProcFactory
+) -> None:
+    # Found by the chaos soak (seed 21): a projector restarted while Redis was away
+    # exited with an error at its first ping, where the watcher spools through it.
+    r = server.client()
+    append_event(r, KEYS.stream, job_event(ev.ADDED, "a", "10"))
+    server.kill()
+    projector = _start(procs, server)
+    wait_until(lambda: projector.http("/readyz")[0] == 503, 30, "the projector up, not ready")
+    server.start()
+    projector.wait_ready()  # raises if it exited meanwhile
+    wait_until(lambda: r.exists(KEYS.state("job", "ns", "a")), 30, "the entry applied")

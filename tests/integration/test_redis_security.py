@@ -52,6 +52,10 @@ def test_password_and_acl_user(secured: RedisServer) -> None:
     assert denied.returncode == 1
     assert "s3cret" not in denied.stderr and "wrong" not in denied.stderr.replace("WRONGPASS", "")
     assert len(denied.stderr.strip().splitlines()) == 1
+    # A projector waits out an unreachable Redis, never a wrong password: one line, exit.
+    project = kprocs.run(["--redis-url", plain, "--redis-password", "wrong", "project"])
+    assert project.returncode == 1
+    assert len(project.stderr.strip().splitlines()) == 1
 
 
 def _tls_material(directory: Path) -> tuple[Path, Path, Path]:
