@@ -5,7 +5,6 @@ again. tests/integration/test_apply.py and test_projector_refusals.py run the
 same against a real redis-server."""
 
 import logging
-import time
 
 import pytest
 import redis
@@ -18,25 +17,14 @@ from projector.consumer import ConsumerSettings, Projector
 from projector.metrics import ProjectorMetrics
 from projector.scripts import Mode
 from tests.fakes import FakeSender
+from tests.support.events import job_event
 
 KEYS = Keys()
 OOM = OutOfMemoryError("command not allowed when used memory > 'maxmemory'.", status_code="OOM")
 
 
 def _event(name: str, rv: int, kind: str = ev.ADDED) -> ev.StreamEvent:
-    marker = kind in ev.MARKER_TYPES
-    return ev.StreamEvent(
-        type=kind,
-        resource="jobs.batch.volcano.sh",
-        kind="job",
-        namespace="ns",
-        name="" if marker else name,
-        uid="" if marker else f"u-{name}",
-        rv=str(rv),
-        object=b"" if marker else b"{}",
-        received_ns=time.time_ns(),
-        members=ev.encode_members([]) if kind == ev.RELIST_END else b"",
-    )
+    return job_event(kind, name, rv)
 
 
 def _entries(*events: ev.StreamEvent) -> list[ev.Entry]:

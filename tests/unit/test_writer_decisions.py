@@ -14,6 +14,7 @@ from redis.exceptions import OutOfMemoryError
 
 from common import events as ev
 from tests.fakes import Clock, FakeRedis
+from tests.support.events import job_event
 from watcher import writer as writer_module
 from watcher.metrics import WatcherMetrics
 from watcher.spool import Spool
@@ -25,19 +26,9 @@ OOM = OutOfMemoryError("command not allowed when used memory > 'maxmemory'.", st
 
 
 def _event(rv: int, kind: str = ev.MODIFIED, name: str = "a", size: int = 0) -> ev.StreamEvent:
-    marker = kind in ev.MARKER_TYPES
-    return ev.StreamEvent(
-        type=kind,
-        resource="jobs.batch.volcano.sh",
-        kind="job",
-        namespace="ns",
-        name="" if marker else name,
-        uid="" if marker else f"u-{name}",
-        rv=str(rv),
-        object=b"" if marker else b'{"x":"' + b"y" * size + b'"}',
-        received_ns=rv,
-        members=ev.encode_members([]) if kind == ev.RELIST_END else b"",
-    )
+    """A Job event at rv; size pads its object (to fill the spool)."""
+    padded = b'{"x":"' + b"y" * size + b'"}' if size else None
+    return job_event(kind, name, rv, obj=padded)
 
 
 class Harness:
