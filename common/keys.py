@@ -109,6 +109,12 @@ class Keys:
         return f"{self.prefix}:checkpoints:kinds"
 
     @property
+    def fence(self) -> str:
+        """String: the highest fencing token a watcher of this mirror (or shard) raised
+        it to; appends of a watcher with a lower token are refused (watcher/fence.py)."""
+        return f"{self.prefix}:fence"
+
+    @property
     def cluster(self) -> str:
         """String: uid of the cluster's kube-system namespace, which the checkpoints
         belong to."""

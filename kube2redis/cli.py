@@ -29,6 +29,8 @@ from kube2redis.options import (
 )
 from projector.consumer import ConsumerSettings
 from projector.scripts import ApplySettings
+from watcher.fleet import FleetConfig
+from watcher.leases import LeaseSettings
 from watcher.retention import Retention
 from watcher.run import WatcherConfig
 from watcher.writer import WriterSettings
@@ -163,6 +165,15 @@ def cli(
     help="Store objects without metadata.managedFields (server-side apply's bookkeeping, "
     "often half an object). Off: Redis holds exactly what the API server sent.",
 )
+@option(
+    "--fence-token",
+    type=click.IntRange(min=0),
+    default=default_of(WatcherConfig, "fence_token"),
+    show_default=True,
+    help="This watcher's fencing token for its shard (`kube2redis watchers` passes its "
+    "Lease's): once a watcher with a higher one starts, this one writes nothing more and "
+    "exits with status 4. 0: no fencing.",
+)
 @option("--group", default=DEFAULT_GROUP, show_default=True, help="Projector group to respect.")
 @option("--health-host", default=default_of(WatcherConfig, "health_host"), show_default=True)
 @option(
@@ -186,6 +197,7 @@ def watch(
     min_replicas_acked: int,
     replica_ack_timeout_ms: int,
     drop_managed_fields: bool,
+    fence_token: int,
     group: str,
     health_host: str,
     health_port: int,
@@ -202,6 +214,7 @@ def watch(
         health_host=health_host,
         health_port=health_port,
         drop_managed_fields=drop_managed_fields,
+        fence_token=fence_token,
         writer=WriterSettings(
             batch_size=batch_size,
             linger_s=linger_ms / 1000,
@@ -214,6 +227,163 @@ def watch(
     # Few retries: a down Redis should send events to the spool quickly, not stall.
     r = settings.redis(retries=1, socket_timeout=5.0)
     sys.exit(run(config, kube_client(kubeconfig, context), r, settings.keys))
+
+
+# ---- watchers (a sharded, highly available fleet) ------------------------------------------
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@option(
+    "--kubeconfig",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster).",
+)
+@option("--context", default=None, help="Kubeconfig context.")
+@option(
+    "--shards",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Shards of the mirror (namespaces hashed into N): one lease and one watcher each.",
+)
+@option(
+    "--replicas",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Replicas of the fleet (the StatefulSet's): replica i prefers shards s % R == i.",
+)
+@option(
+    "--ordinal",
+    type=click.IntRange(min=0),
+    default=None,
+    help="This replica's ordinal (default: the hostname's -<i> suffix, as a StatefulSet "
+    "names its pods).",
+)
+@option("--identity", default=None, help="Holder identity in the leases (default: hostname).")
+@option(
+    "--lease-namespace",
+    default=None,
+    help="Namespace of the leases (default: the pod's own, else default).",
+)
+@option(
+    "--lease-prefix",
+    default="kube2redis",
+    show_default=True,
+    help="The leases are <prefix>-shard-<s> (the release's name).",
+)
+@option(
+    "--lease-duration",
+    type=click.IntRange(min=1),
+    default=default_of(LeaseSettings, "duration_s"),
+    show_default=True,
+    help="Seconds a lease not renewed takes to expire (a standby takes it over then).",
+)
+@option(
+    "--renew-deadline",
+    type=click.FloatRange(min=0.1),
+    default=default_of(LeaseSettings, "renew_deadline_s"),
+    show_default=True,
+    help="Seconds without a renew after which the owner kills the shard's watcher; below "
+    "--lease-duration.",
+)
+@option(
+    "--retry-period",
+    type=click.FloatRange(min=0.05),
+    default=default_of(LeaseSettings, "retry_period_s"),
+    show_default=True,
+    help="Seconds between rounds over the leases.",
+)
+@option(
+    "--spool-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("./spool"),
+    show_default=True,
+    help="Each shard's watcher spools under <dir>/shard-<s>.",
+)
+@option("--health-host", default=default_of(FleetConfig, "health_host"), show_default=True)
+@option(
+    "--health-port", type=int, default=default_of(FleetConfig, "health_port"), show_default=True
+)
+@click.argument("watch_args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def watchers(
+    ctx: click.Context,
+    kubeconfig: Path | None,
+    context: str | None,
+    shards: int,
+    replicas: int,
+    ordinal: int | None,
+    identity: str | None,
+    lease_namespace: str | None,
+    lease_prefix: str,
+    lease_duration: int,
+    renew_deadline: float,
+    retry_period: float,
+    spool_dir: Path,
+    health_host: str,
+    health_port: int,
+    watch_args: tuple[str, ...],
+) -> None:
+    """One replica of a sharded, highly available fleet of watchers (a StatefulSet):
+    owns shards through Leases and runs `kube2redis watch` for each, fenced. Options
+    after `--` go to every `watch` (resources, namespaces, retention, ...)."""
+    import socket
+
+    from watcher.fleet import ordinal_of, run
+    from watcher.leases import KubeLeases, in_cluster_namespace
+
+    if renew_deadline >= lease_duration:
+        raise click.BadParameter("must be below --lease-duration", param_hint="--renew-deadline")
+    hostname = socket.gethostname()
+    if ordinal is None:
+        try:
+            ordinal = ordinal_of(hostname)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--ordinal") from exc
+    if ordinal >= replicas:
+        raise click.BadParameter(
+            f"{ordinal} is not below --replicas {replicas}", param_hint="--ordinal"
+        )
+    settings: Settings = ctx.find_object(Settings)  # type: ignore[assignment]
+    group = ctx.parent.params if ctx.parent else {}
+    # The children read the group's settings from the environment (never argv: the
+    # password would show in ps).
+    child_env = {
+        "KUBE2REDIS_REDIS_URL": settings.redis_url,
+        "KUBE2REDIS_KEY_PREFIX": settings.key_prefix,
+        "KUBE2REDIS_LOG_LEVEL": str(group.get("log_level", "info")),
+        "KUBE2REDIS_LOG_FORMAT": str(group.get("log_format", "json")),
+    }
+    optional = {
+        "KUBE2REDIS_REDIS_USERNAME": settings.redis_username,
+        "KUBE2REDIS_REDIS_PASSWORD": settings.redis_password,
+        "KUBE2REDIS_REDIS_CA_FILE": settings.redis_ca_file,
+        "KUBE2REDIS_KUBECONFIG": kubeconfig,
+        "KUBE2REDIS_CONTEXT": context,
+    }
+    child_env.update({k: str(v) for k, v in optional.items() if v is not None})
+    leases = LeaseSettings(lease_duration, renew_deadline, retry_period)
+    config = FleetConfig(
+        replicas=replicas,
+        ordinal=ordinal,
+        shards=shards,
+        identity=identity or hostname,
+        lease_prefix=lease_prefix,
+        spool_dir=spool_dir,
+        watch_args=[a for a in watch_args if a != "--"],
+        child_env=child_env,
+        health_host=health_host,
+        health_port=health_port,
+        leases=leases,
+    )
+    api = KubeLeases(
+        kube_client(kubeconfig, context),
+        lease_namespace or in_cluster_namespace() or "default",
+        min(leases.request_timeout_s, renew_deadline / 2),
+    )
+    sys.exit(run(config, api))
 
 
 # ---- project -------------------------------------------------------------------------------

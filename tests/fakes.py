@@ -18,6 +18,7 @@ from common.records import WatcherStatus
 from common.resources import Resource, ResourceSpec
 from common.resp import Arg, Batch
 from watcher.appender import Appended, Checked
+from watcher.fence import FencedError
 from watcher.retention import Retention
 from watcher.writer import Item
 
@@ -166,6 +167,11 @@ class FakeRedis:
         self.statuses: dict[str, WatcherStatus] = {}
         self.failure: Exception | None = None
         self.lose_reply = False
+        # Fencing (watcher/fence.py): the shard's fence and this writer's token
+        # (0: none); every write is refused once the fence is past the token.
+        self.fence = 0
+        self.token = 0
+        self.fenced_writes = 0
 
     def forget(self) -> None:
         """Restarted without persistence."""
@@ -183,8 +189,19 @@ class FakeRedis:
     def ping(self) -> None:
         self._answer()
 
+    def _fenced(self) -> None:
+        if self.token and self.fence > self.token:
+            self.fenced_writes += 1
+            raise FencedError(self.token, self.fence)
+
+    def raise_fence(self) -> None:
+        self._answer()
+        self.fence = max(self.fence, self.token)
+        self._fenced()
+
     def append(self, entries: Sequence[StreamEvent], guard_args: Sequence[Arg]) -> Appended:
         self._answer()
+        self._fenced()
         first = len(self.stream)
         self.stream.extend(entries)
         reply = self._guard(guard_args)
@@ -195,6 +212,7 @@ class FakeRedis:
 
     def check(self, guard_args: Sequence[Arg]) -> Checked:
         self._answer()
+        self._fenced()
         return Checked(self._guard(guard_args), self.evicted, self.cluster, used_memory=1 << 20)
 
     def _guard(self, args: Sequence[Arg]) -> list[object]:
@@ -235,6 +253,7 @@ class FakeRedis:
 
     def forget_checkpoints(self, scopes: Sequence[str]) -> None:
         self._answer()
+        self._fenced()
         for scope in scopes:
             self.checkpoints.pop(scope, None)
 

@@ -6,7 +6,9 @@ Unit tests give the writer a fake that answers as Redis and guard.lua would
 (tests/fakes.py), so each branch of the writer's failure table runs in
 milliseconds; the integration tests run the same against a real redis-server.
 
-Every method raises redis.RedisError when Redis does not answer or refuses.
+Every method raises redis.RedisError when Redis does not answer or refuses, and
+watcher.fence.FencedError once a newer owner of the shard fenced this watcher off
+(with a fence token only: watcher/fence.py).
 """
 
 from collections.abc import Sequence
@@ -21,6 +23,7 @@ from common.records import RESET_CHANGE, WatcherStatus, change_fields, encode_wa
 from common.redisconn import text
 from common.resp import Arg, Batch
 from watcher.append import append_batch
+from watcher.fence import Fence
 from watcher.guard import GUARD_SOURCE
 from watcher.retention import Retention, trim
 
@@ -54,6 +57,11 @@ class Appender(Protocol):
         ...
 
     def ping(self) -> None: ...
+
+    def raise_fence(self) -> None:
+        """Raise the shard's fence to our token (nothing without one); FencedError if
+        a newer owner's is there."""
+        ...
 
     def append(self, entries: Sequence[StreamEvent], guard_args: Sequence[Arg]) -> Appended:
         """XADD the entries, then the guard call, in one MULTI/EXEC."""
@@ -93,9 +101,17 @@ class RedisAppender:
     """The Appender of a real Redis."""
 
     def __init__(
-        self, r: "redis.Redis", keys: Keys, min_replicas: int = 0, replica_timeout_ms: int = 0
+        self,
+        r: "redis.Redis",
+        keys: Keys,
+        min_replicas: int = 0,
+        replica_timeout_ms: int = 0,
+        fence_token: int = 0,
     ) -> None:
         self._r, self._keys = r, keys
+        # With a token every write goes through one connection watching the fence
+        # (watcher/fence.py); without, through the pool as before (no cost).
+        self._fence = Fence(r, keys.fence, fence_token) if fence_token else None
         # WAIT after each append (--min-replicas-acked): latency bought for fewer writes
         # lost to a failover (the guard finds those either way, and relists).
         self._min_replicas, self._replica_timeout_ms = min_replicas, replica_timeout_ms
@@ -117,10 +133,20 @@ class RedisAppender:
     def ping(self) -> None:
         self._r.ping()
 
+    def raise_fence(self) -> None:
+        if self._fence is not None:
+            self._fence.arm()
+
     def append(self, entries: Sequence[StreamEvent], guard_args: Sequence[Arg]) -> Appended:
         batch = append_batch(self._stream, list(entries))
         batch.add(b"EVAL", GUARD_SOURCE, len(self._guard_keys), *self._guard_keys, *guard_args)
-        *ids, guard = batch.send_transaction(self._r)
+        if self._fence is None:
+            *ids, guard = batch.send_transaction(self._r)
+        else:
+            *ids, guard = self._fence.transaction(batch)
+            failed = next((r for r in (*ids, guard) if isinstance(r, redis.ResponseError)), None)
+            if failed is not None:
+                raise failed  # as send_transaction does
         replicas = None
         if self._min_replicas:
             replicas = int(self._r.wait(self._min_replicas, self._replica_timeout_ms))
@@ -131,7 +157,9 @@ class RedisAppender:
         batch.add(b"EVAL", GUARD_SOURCE, len(self._guard_keys), *self._guard_keys, *guard_args)
         batch.add(b"INFO", b"stats", b"memory")
         batch.add(b"GET", self._keys.cluster)
-        guard, info, cluster = replies = batch.send(self._r)
+        # A fenced check: the guard may write (a lost mark put back, a loss noted).
+        replies = batch.send(self._r) if self._fence is None else self._fence.transaction(batch)
+        guard, info, cluster = replies
         failed = next((r for r in replies if isinstance(r, redis.RedisError)), None)
         if failed is not None:
             return Checked(guard, failed=failed)
@@ -151,8 +179,16 @@ class RedisAppender:
         self._r.set(self._keys.cluster, uid, nx=True)
 
     def forget_checkpoints(self, scopes: Sequence[str]) -> None:
-        if scopes:
+        if not scopes:
+            return
+        if self._fence is None:
             self._r.hdel(self._keys.checkpoints, *scopes)
+            return
+        batch = Batch()
+        batch.add(b"HDEL", self._keys.checkpoints, *scopes)
+        (reply,) = self._fence.transaction(batch)
+        if isinstance(reply, redis.ResponseError):
+            raise reply
 
     def publish(self, watcher_id: str, status: WatcherStatus) -> None:
         self._r.hset(self._keys.watchers, watcher_id, encode_watcher_status(status))

@@ -84,6 +84,12 @@ class WatcherMetrics:
             "Appends that found another writer's mark on a scope (a second watcher)",
             registry=r,
         )
+        self.fenced = Counter(
+            "kube2redis_watcher_fenced",
+            "Writes refused because a watcher with a newer fencing token owns the shard "
+            "(this watcher then stops writing and exits with status 4)",
+            registry=r,
+        )
         self.spool_lost_records = Counter(
             "kube2redis_watcher_spool_lost_records",
             "Spool records found corrupt (quarantined) or undecodable; every scope relists",

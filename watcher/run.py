@@ -37,6 +37,9 @@ class WatcherConfig(msgspec.Struct, frozen=True):
     # Store objects without metadata.managedFields (off: Redis holds exactly what the
     # API server sent).
     drop_managed_fields: bool = False
+    # The fencing token of this watcher's ownership of its shard (0: no fencing):
+    # see watcher/fence.py; `kube2redis watchers` passes the Lease's (watcher/leases.py).
+    fence_token: int = 0
     writer: WriterSettings = WriterSettings()
 
 
@@ -48,6 +51,11 @@ class WatcherConfig(msgspec.Struct, frozen=True):
 # frequent switches cost it nothing measurable.
 GIL_SWITCH_INTERVAL_S = 0.001
 EXIT_SERVER_REWOUND = 3
+# A newer owner of the shard fenced this watcher off (watcher/fence.py): restarting
+# it with the same token would only be fenced again.
+EXIT_FENCED = 4
+# In the spool directory: the fencing token its records were spooled under.
+SPOOL_TOKEN_FILE = "fence-token"  # noqa: S105 - a file name, not a secret
 
 
 def readiness(
@@ -75,12 +83,38 @@ def readiness(
     return (True, "; ".join(["ok", *notes]))
 
 
+def spool_of_token(spool: Spool, token: int) -> None:
+    """A spool belongs to one ownership of the shard (one fencing token): what an
+    earlier ownership spooled is never drained under a newer one. It is not needed
+    either: the shard's checkpoints in Redis never passed it, so whoever owns the
+    shard now resumes (or relists) from before it. The same token (a child watcher
+    restarted within one ownership) keeps its spool."""
+    marker = spool.directory / SPOOL_TOKEN_FILE
+    before = marker.read_text().strip() if marker.exists() else ""
+    if token and before != str(token):
+        if len(spool):
+            log.warning(
+                "dropping %d spooled records of an earlier ownership of this shard "
+                "(token %s, ours %d): the shard's checkpoints never passed them",
+                len(spool),
+                before or "none",
+                token,
+            )
+            spool.pop(len(spool))
+        marker.write_text(f"{token}\n")
+
+
 def run(config: WatcherConfig, kube: KubeClient, r: "redis.Redis", keys: Keys) -> int:
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     metrics = WatcherMetrics()
     spool = Spool(config.spool_dir, max_bytes=config.spool_max_bytes, fsync=config.spool_fsync)
+    spool_of_token(spool, config.fence_token)
     appender = RedisAppender(
-        r, keys, config.writer.min_replicas_acked, config.writer.replica_ack_timeout_ms
+        r,
+        keys,
+        config.writer.min_replicas_acked,
+        config.writer.replica_ack_timeout_ms,
+        config.fence_token,
     )
     writer = StreamWriter(appender, spool, metrics, config.writer)
     # Discovery first: an unreachable API server or a kind collision ends here, clearly;
@@ -95,6 +129,8 @@ def run(config: WatcherConfig, kube: KubeClient, r: "redis.Redis", keys: Keys) -
             log.warning("%s; mirroring it once it is served", exc)
     refuse_kind_collisions(resources)
     checkpoints = writer.load_checkpoints()
+    if writer.fenced is not None:
+        return EXIT_FENCED  # said by the writer; before anything else is written
     scopes_now = [
         (scope, resource, namespace)
         for resource in resources
@@ -164,6 +200,9 @@ def run(config: WatcherConfig, kube: KubeClient, r: "redis.Redis", keys: Keys) -
             )
             health.stop()
             return EXIT_SERVER_REWOUND
+        if writer.fenced is not None:
+            health.stop()
+            return EXIT_FENCED
         if not writer_thread.is_alive():
             log.error("the writer thread died; exiting so the watcher is restarted")
             health.stop()

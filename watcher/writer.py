@@ -29,6 +29,7 @@ from common.keys import DEFAULT_GROUP
 from common.records import WatcherStatus
 from common.redisconn import text
 from watcher.appender import Appender
+from watcher.fence import FencedError
 from watcher.guard import ScopeGuard, Verdict
 from watcher.metrics import WatcherMetrics
 from watcher.retention import Retention
@@ -157,6 +158,9 @@ class StreamWriter:
         self._eviction_pending = False
         # The uid of another cluster found in Redis: run.py exits so the restart wipes.
         self.foreign_cluster = ""
+        # Set once a newer owner of the shard fenced us off: nothing more is written
+        # (not even the spool drained) and run.py exits (watcher/fence.py).
+        self.fenced: FencedError | None = None
         self._last_eviction_relist = -EVICTION_RELIST_EVERY_S
         # What /readyz says, published in the watcher's status for `kube2redis status`.
         self.describe: Callable[[], str] = lambda: ""
@@ -189,11 +193,15 @@ class StreamWriter:
         checkpoints: dict[str, str] = {}
         marks: dict[str, int] = {}
         try:
+            self._redis.raise_fence()  # first: an older owner still writing stops now
             checkpoints, marks = self._redis.stored()
             self._set_up(True)
         except redis.RedisError as exc:
             log.warning("redis unreachable at start, spooling: %s", exc)
             self._set_up(False, exc)
+        except FencedError as exc:
+            self._fenced_off(exc)
+            return {}
         owed: list[str] = []
         for payload in self._spool.records():
             try:
@@ -248,14 +256,34 @@ class StreamWriter:
     def turn(self, stop: threading.Event, wait_s: float | None = None) -> bool:
         """One round: the next batch (waiting up to wait_s for it, default: as idle
         as the state allows) appended, spooled or dropped, then housekeeping (probe,
-        drain, check, trim, status). False once stop is set and nothing is left."""
-        batch = self._collect(stop, self._idle_wait(stop) if wait_s is None else wait_s)
-        if batch:
-            self._flush(batch)
-        elif stop.is_set():
+        drain, check, trim, status). False once stop is set and nothing is left, or
+        once this watcher is fenced off."""
+        if self.fenced is not None:
             return False
-        self._housekeeping()
+        try:
+            batch = self._collect(stop, self._idle_wait(stop) if wait_s is None else wait_s)
+            if batch:
+                self._flush(batch)
+            elif stop.is_set():
+                return False
+            self._housekeeping()
+        except FencedError as exc:
+            # The batch in hand is neither appended nor spooled: the newer owner
+            # resumes from the shard's checkpoints, which never passed it.
+            self._fenced_off(exc)
+            return False
         return True
+
+    def _fenced_off(self, exc: FencedError) -> None:
+        self.fenced = exc
+        self._metrics.fenced.inc()
+        log.error(
+            "fenced off: %s; this watcher writes nothing more to it (its spool of %d "
+            "records is not drained) and exits",
+            exc,
+            len(self._spool),
+            extra={"fence": exc.stored, "token": exc.token},
+        )
 
     def _idle_wait(self, stop: threading.Event) -> float:
         """How long to wait for new events before housekeeping: not at all while a
