@@ -5,7 +5,9 @@ import json
 import logging
 import sys
 import time
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import click
 import msgspec
@@ -13,8 +15,9 @@ import redis
 
 from common import logs, redisconn
 from common.errors import ConfigError, Kube2RedisError
-from common.keys import DEFAULT_GROUP, DEFAULT_PREFIX
+from common.keys import DEFAULT_GROUP, DEFAULT_PREFIX, Keys
 from common.resources import parse
+from common.shards import ShardMap
 from kube2redis import reads
 from kube2redis.localcluster.commands import localcluster
 from kube2redis.options import (
@@ -55,6 +58,15 @@ log = logging.getLogger("kube2redis")
 )
 @option("--key-prefix", default=DEFAULT_PREFIX, show_default=True, help="Prefix of every key.")
 @option(
+    "--shards",
+    type=click.IntRange(min=1),
+    default=default_of(ShardMap, "count"),
+    show_default=True,
+    help="Split the mirror in this many shards by a hash of the namespace, each with its "
+    "own keys under '{prefix:shard}' (a Redis Cluster hash tag). Every command of one "
+    "mirror must be given the same number.",
+)
+@option(
     "--log-level",
     default="info",
     show_default=True,
@@ -69,6 +81,7 @@ def cli(
     redis_password: str | None,
     redis_ca_file: Path | None,
     key_prefix: str,
+    shards: int,
     log_level: str,
     log_format: str,
 ) -> None:
@@ -78,7 +91,11 @@ def cli(
         redisconn.validate_url(redis_url)
     except ConfigError as exc:
         raise click.BadParameter(str(exc).split(": ", 1)[1], param_hint="--redis-url") from exc
-    ctx.obj = Settings(redis_url, redis_username, redis_password, redis_ca_file, key_prefix)
+    try:
+        ShardMap(key_prefix, shards)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc).split(": ", 1)[1], param_hint="--shards") from exc
+    ctx.obj = Settings(redis_url, redis_username, redis_password, redis_ca_file, key_prefix, shards)
 
 
 # ---- watch ---------------------------------------------------------------------------------
@@ -175,6 +192,13 @@ def cli(
     "exits with status 4. 0: no fencing.",
 )
 @option("--group", default=DEFAULT_GROUP, show_default=True, help="Projector group to respect.")
+@option(
+    "--shard",
+    type=click.IntRange(min=0),
+    default=default_of(WatcherConfig, "shard"),
+    show_default=True,
+    help="With --shards N: the shard (0 to N-1) this watcher mirrors.",
+)
 @option("--health-host", default=default_of(WatcherConfig, "health_host"), show_default=True)
 @option(
     "--health-port", type=int, default=default_of(WatcherConfig, "health_port"), show_default=True
@@ -199,11 +223,14 @@ def watch(
     drop_managed_fields: bool,
     fence_token: int,
     group: str,
+    shard: int,
     health_host: str,
     health_port: int,
 ) -> None:
     """List+watch resources and append their events to the stream."""
     from watcher.run import run
+
+    keys = _shard_keys(settings, shard)
 
     config = WatcherConfig(
         resources=specs(resources),
@@ -215,6 +242,8 @@ def watch(
         health_port=health_port,
         drop_managed_fields=drop_managed_fields,
         fence_token=fence_token,
+        shards=settings.shards,
+        shard=shard,
         writer=WriterSettings(
             batch_size=batch_size,
             linger_s=linger_ms / 1000,
@@ -225,8 +254,15 @@ def watch(
         ),
     )
     # Few retries: a down Redis should send events to the spool quickly, not stall.
-    r = settings.redis(retries=1, socket_timeout=5.0)
-    sys.exit(run(config, kube_client(kubeconfig, context), r, settings.keys))
+    r = settings.redis(retries=1, socket_timeout=5.0, shard=shard)
+    sys.exit(run(config, kube_client(kubeconfig, context), r, keys))
+
+
+def _shard_keys(settings: Settings, shard: int) -> Keys:
+    try:
+        return settings.shard_map.keys(shard)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc).split(": ", 1)[1], param_hint="--shard") from exc
 
 
 # ---- watchers (a sharded, highly available fleet) ------------------------------------------
@@ -240,13 +276,6 @@ def watch(
     help="Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster).",
 )
 @option("--context", default=None, help="Kubeconfig context.")
-@option(
-    "--shards",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Shards of the mirror (namespaces hashed into N): one lease and one watcher each.",
-)
 @option(
     "--replicas",
     type=click.IntRange(min=1),
@@ -312,7 +341,6 @@ def watchers(
     ctx: click.Context,
     kubeconfig: Path | None,
     context: str | None,
-    shards: int,
     replicas: int,
     ordinal: int | None,
     identity: str | None,
@@ -327,8 +355,9 @@ def watchers(
     watch_args: tuple[str, ...],
 ) -> None:
     """One replica of a sharded, highly available fleet of watchers (a StatefulSet):
-    owns shards through Leases and runs `kube2redis watch` for each, fenced. Options
-    after `--` go to every `watch` (resources, namespaces, retention, ...)."""
+    owns the shards of --shards through Leases (one each) and runs `kube2redis watch
+    --shard S` for each it owns, fenced. Options after `--` go to every `watch`
+    (resources, namespaces, retention, ...)."""
     import socket
 
     from watcher.fleet import ordinal_of, run
@@ -353,6 +382,7 @@ def watchers(
     child_env = {
         "KUBE2REDIS_REDIS_URL": settings.redis_url,
         "KUBE2REDIS_KEY_PREFIX": settings.key_prefix,
+        "KUBE2REDIS_SHARDS": str(settings.shards),
         "KUBE2REDIS_LOG_LEVEL": str(group.get("log_level", "info")),
         "KUBE2REDIS_LOG_FORMAT": str(group.get("log_format", "json")),
     }
@@ -368,7 +398,7 @@ def watchers(
     config = FleetConfig(
         replicas=replicas,
         ordinal=ordinal,
-        shards=shards,
+        shards=settings.shards,
         identity=identity or hostname,
         lease_prefix=lease_prefix,
         spool_dir=spool_dir,
@@ -433,6 +463,14 @@ def watchers(
     show_default=True,
     help="Where a new group starts: 0 builds the full state, $ only new events.",
 )
+@option(
+    "--shard",
+    "only_shards",
+    type=click.IntRange(min=0),
+    multiple=True,
+    help="With --shards N: consume only these shards (repeatable; default all, each "
+    "shard's group in a thread of its own).",
+)
 @option("--health-host", default="0.0.0.0", show_default=True)  # noqa: S104 - kubelet probes
 @option("--health-port", type=int, default=8081, show_default=True)
 @pass_settings
@@ -447,6 +485,7 @@ def project(
     max_deliveries: int,
     tombstone_ttl: int,
     start_id: str,
+    only_shards: tuple[int, ...],
     health_host: str,
     health_port: int,
 ) -> None:
@@ -463,17 +502,17 @@ def project(
         start_id=start_id,
         apply=ApplySettings(tombstone_ttl_s=tombstone_ttl),
     )
+    chosen = list(dict.fromkeys(only_shards)) or list(settings.shard_map.all)
+    shards = [(_shard_keys(settings, s), partial(settings.redis, shard=s)) for s in chosen]
     try:
-        settings.redis(retries=0).ping()
+        settings.redis(retries=0, shard=chosen[0]).ping()
     except redis.AuthenticationError:
         raise  # a wrong password is not waited out: one line, exit
     except redis.ConnectionError as exc:
         # Unreachable is a state the loop waits out (backing off; /readyz says so), as
         # the watcher spools through it: a supervisor restarting us would only churn.
         log.warning("redis unreachable at start, waiting for it: %s", exc)
-    sys.exit(
-        run(consumer_settings, settings.redis, settings.keys, health_host, health_port, processes)
-    )
+    sys.exit(run(consumer_settings, shards, health_host, health_port, processes))
 
 
 # ---- replay --------------------------------------------------------------------------------
@@ -538,6 +577,7 @@ def replay(
         BarColumn,
         MofNCompleteColumn,
         Progress,
+        TaskID,
         TextColumn,
         TimeRemainingColumn,
     )
@@ -545,61 +585,67 @@ def replay(
     from projector.replay import clear_for_rebuild, replay_parallel
     from projector.replay import replay as run_replay
 
-    r = settings.redis()
-    trimmed = False
-    if rebuild:
-        cleared, trimmed = clear_for_rebuild(r, settings.keys, group, list(kinds), force)
-        click.echo(f"cleared state of: {', '.join(cleared) or 'nothing'}", err=True)
-    total = int(r.xlen(settings.keys.stream)) if start in ("-", "0") and end == "+" else None
-    columns = (
-        TextColumn("replay"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]:,.0f} events/s"),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, transient=False) as progress:
-        task = progress.add_task("replay", total=total, rate=0.0)
-        began = time.perf_counter()
-        done = 0
+    # Each shard is a mirror of its own: its stream replayed into its keys.
+    for shard, r, keys in settings.each_shard():
+        where = f"shard {shard}: " if settings.shards > 1 else ""
+        trimmed = False
+        if rebuild:
+            cleared, trimmed = clear_for_rebuild(r, keys, group, list(kinds), force)
+            click.echo(f"{where}cleared state of: {', '.join(cleared) or 'nothing'}", err=True)
+        total = int(r.xlen(keys.stream)) if start in ("-", "0") and end == "+" else None
+        columns = (
+            TextColumn("replay"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]:,.0f} events/s"),
+            TimeRemainingColumn(),
+        )
+        with Progress(*columns, transient=False) as progress:
+            task = progress.add_task("replay", total=total, rate=0.0)
+            began = time.perf_counter()
 
-        def advance(n: int) -> None:
-            nonlocal done
-            done += n
-            progress.update(task, advance=n, rate=done / max(time.perf_counter() - began, 1e-9))
+            def advance(n: int, task: TaskID = task, began: float = began) -> None:
+                done = next(t.completed for t in progress.tasks if t.id == task) + n
+                progress.update(task, advance=n, rate=done / max(time.perf_counter() - began, 1e-9))
 
-        consumer = ConsumerSettings(apply=ApplySettings(tombstone_ttl_s=tombstone_ttl))
-        if processes > 1:
-            summary = replay_parallel(
-                settings.redis, settings.keys, consumer, processes, start, end, advance
-            )
-        else:
-            summary = run_replay(r, settings.keys, consumer, start, end, advance)
-    rate = summary.entries / summary.seconds if summary.seconds else 0.0
-    outcome = ", ".join(f"{k} {int(v)}" for k, v in sorted(summary.results.items()))
-    click.echo(
-        f"replayed {summary.entries} entries in {summary.seconds:.2f}s "
-        f"({rate:,.0f} events/s): {outcome or 'nothing'}; "
-        f"dead-lettered {summary.dead_lettered}"
-    )
-    if rebuild and (resync_mode == "always" or (resync_mode == "auto" and trimmed)):
-        from common.resync import ResyncRequest
-        from kube2redis import resyncs
+            consumer = ConsumerSettings(apply=ApplySettings(tombstone_ttl_s=tombstone_ttl))
+            if processes > 1:
+                summary = replay_parallel(
+                    partial(settings.redis, shard=shard),
+                    keys,
+                    consumer,
+                    processes,
+                    start,
+                    end,
+                    advance,
+                )
+            else:
+                summary = run_replay(r, keys, consumer, start, end, advance)
+        rate = summary.entries / summary.seconds if summary.seconds else 0.0
+        outcome = ", ".join(f"{k} {int(v)}" for k, v in sorted(summary.results.items()))
+        click.echo(
+            f"{where}replayed {summary.entries} entries in {summary.seconds:.2f}s "
+            f"({rate:,.0f} events/s): {outcome or 'nothing'}; "
+            f"dead-lettered {summary.dead_lettered}"
+        )
+        if rebuild and (resync_mode == "always" or (resync_mode == "auto" and trimmed)):
+            from common.resync import ResyncRequest
+            from kube2redis import resyncs
 
-        if trimmed:
-            click.echo("the stream was trimmed: asking the watchers to relist", err=True)
-        for kind in list(kinds) or [""]:
-            wanted = ResyncRequest(resource=kind, reason="rebuild")
-            try:
-                # The projectors are stopped for a rebuild: they apply the relist once
-                # they run again.
-                resyncs.run(r, settings.keys, wanted, timeout, click.echo, until="listed")
-            except Kube2RedisError as exc:
-                raise Kube2RedisError(
-                    f"the state holds only what the stream still had: {exc}; run "
-                    "`kube2redis resync` once a watcher is running"
-                ) from exc
-        click.echo("relists appended: the projectors apply them when they run", err=True)
+            if trimmed:
+                click.echo("the stream was trimmed: asking the watchers to relist", err=True)
+            for kind in list(kinds) or [""]:
+                wanted = ResyncRequest(resource=kind, reason="rebuild")
+                try:
+                    # The projectors are stopped for a rebuild: they apply the relist once
+                    # they run again.
+                    resyncs.run(r, keys, wanted, timeout, click.echo, until="listed")
+                except Kube2RedisError as exc:
+                    raise Kube2RedisError(
+                        f"the state holds only what the stream still had: {exc}; run "
+                        "`kube2redis resync` once a watcher is running"
+                    ) from exc
+            click.echo("relists appended: the projectors apply them when they run", err=True)
 
 
 # ---- resync --------------------------------------------------------------------------------
@@ -628,11 +674,14 @@ def resync(
     from common.resync import ResyncRequest
     from kube2redis import resyncs
 
-    r = settings.redis()
+    shards = settings.each_shard()
     for resource in [parse(text).name for text in resources] or [""]:
         for namespace in namespaces or ("",):
             wanted = ResyncRequest(resource=resource, namespace=namespace)
-            resyncs.run(r, settings.keys, wanted, timeout, click.echo)
+            # A namespace's objects are in one shard; all namespaces are in every shard.
+            for s, r, keys in shards:
+                if not namespace or settings.shard_map.shard_of(namespace) == s:
+                    resyncs.run(r, keys, wanted, timeout, click.echo)
 
 
 # ---- verify --------------------------------------------------------------------------------
@@ -677,20 +726,29 @@ def verify(
 
     kube = kube_client(kubeconfig, context)
     resolved = [kube.discover(s) for s in specs(resources)]
-    r = settings.redis()
+    shards = settings.each_shard()
+    sharded = settings.shards > 1
 
-    def check() -> list[Drift]:
-        return drift_of(kube, r, settings.keys, resolved, list(namespaces), retries)
+    def check() -> dict[int, list[Drift]]:
+        return {
+            s: drift_of(
+                kube, r, keys, resolved, list(namespaces), retries, settings.shard_map.holds(s)
+            )
+            for s, r, keys in shards
+        }
 
-    drift = check()
+    found = check()
+    drift = [d for ds in found.values() for d in ds]
     if as_json:
         click.echo(msgspec.json.encode(drift).decode())
     elif drift:
         table = Table(title=f"drift: {len(drift)}")
-        for col in ("kind", "object", "problem", "live rv", "stored rv"):
+        for col in ("shard",) * sharded + ("kind", "object", "problem", "live rv", "stored rv"):
             table.add_column(col)
-        for d in drift:
-            table.add_row(d.kind, d.member, d.problem, d.live_rv, d.stored_rv)
+        for s, ds in found.items():
+            for d in ds:
+                cells = (str(s),) * sharded + (d.kind, d.member, d.problem, d.live_rv, d.stored_rv)
+                table.add_row(*cells)
         Console().print(table)
     else:
         click.echo(f"no drift: {', '.join(r.spec.name for r in resolved)} match the cluster")
@@ -698,16 +756,19 @@ def verify(
         from common.resync import ResyncRequest
         from kube2redis import resyncs
 
-        for resource, namespace in scopes_of(drift, resolved):
-            wanted = ResyncRequest(resource=resource, namespace=namespace, reason="verify-repair")
-            resyncs.run(r, settings.keys, wanted, timeout, lambda line: click.echo(line, err=True))
+        for s, r, keys in shards:
+            for resource, namespace in scopes_of(found[s], resolved):
+                wanted = ResyncRequest(
+                    resource=resource, namespace=namespace, reason="verify-repair"
+                )
+                resyncs.run(r, keys, wanted, timeout, lambda line: click.echo(line, err=True))
         if kinds := index_drift_kinds(drift):
             click.echo(
                 f"the secondary indexes of {', '.join(kinds)} drifted: a relist does not "
                 "repair them; run `kube2redis replay --rebuild`",
                 err=True,
             )
-        drift = check()
+        drift = [d for ds in check().values() for d in ds]
         click.echo(
             f"after the repair: {len(drift)} drifted" if drift else "repaired: no drift left",
             err=True,
@@ -730,23 +791,41 @@ def verify(
 @pass_settings
 def status(settings: Settings, as_json: bool, refresh: bool, spool_dir: Path | None) -> None:
     """Stream length, group lag, pending, checkpoints, spool depth."""
-    from rich.console import Console
+    from rich.console import Console, Group
     from rich.live import Live
+    from rich.rule import Rule
 
-    from kube2redis.status import collect, render
+    from kube2redis.status import Status, collect, render
 
-    r = settings.redis()
+    shards = settings.each_shard()
+
+    def collected() -> list[tuple[int, Status]]:
+        return [(s, collect(r, keys, spool_dir)) for s, r, keys in shards]
+
+    def rendered() -> Any:
+        if len(shards) == 1:
+            return render(collected()[0][1])
+        parts: list[Any] = []
+        for s, status in collected():
+            parts += [Rule(f"shard {s} of {settings.shards}"), render(status)]
+        return Group(*parts)
+
     if as_json:
-        click.echo(msgspec.json.encode(collect(r, settings.keys, spool_dir)).decode())
+        found = collected()
+        if settings.shards == 1:
+            click.echo(msgspec.json.encode(found[0][1]).decode())
+        else:
+            sharded = [{"shard": s, "status": status} for s, status in found]
+            click.echo(msgspec.json.encode(sharded).decode())
         return
     if not refresh:
-        Console().print(render(collect(r, settings.keys, spool_dir)))
+        Console().print(rendered())
         return
-    with Live(render(collect(r, settings.keys, spool_dir)), auto_refresh=False) as live:
+    with Live(rendered(), auto_refresh=False) as live:
         try:
             while True:
                 time.sleep(2)
-                live.update(render(collect(r, settings.keys, spool_dir)), refresh=True)
+                live.update(rendered(), refresh=True)
         except KeyboardInterrupt:
             pass
 
@@ -758,7 +837,9 @@ def status(settings: Settings, as_json: bool, refresh: bool, spool_dir: Path | N
 def get(settings: Settings, kind: str, name: str) -> None:
     """Print a stored object: KIND NAMESPACE/NAME (or NAME if cluster-scoped)."""
     namespace, _, obj_name = name.rpartition("/")
-    stored = settings.redis().hgetall(settings.keys.state(kind.lower(), namespace, obj_name))
+    shard = settings.shard_map.shard_of(namespace)
+    key = settings.shard_map.keys(shard).state(kind.lower(), namespace, obj_name)
+    stored = settings.redis(shard=shard).hgetall(key)
     if not stored:
         raise Kube2RedisError(f"no {kind.lower()} {name} in Redis")
     click.echo(f"# resourceVersion {redisconn.text(stored[b'rv'])}", err=True)

@@ -7,10 +7,11 @@
     for update in mirror.follow(Query("job", namespace="team-a")):
         ...                                                  # Snapshot, then Updates
 
-`AsyncMirror` is the same over ``redis.asyncio``. Objects come back as the bytes the
-API server sent (``StoredObject.raw``), decoded only when asked (``.decode()``,
-msgspec). A key's existence is the truth: a member listed by an index whose hash is
-gone was deleted meanwhile and is left out.
+`AsyncMirror` is the same over ``redis.asyncio``; `ShardedMirror` reads a mirror
+split in shards (``--shards N``; common/shards.py says which shard holds what).
+Objects come back as the bytes the API server sent (``StoredObject.raw``), decoded
+only when asked (``.decode()``, msgspec). A key's existence is the truth: a member
+listed by an index whose hash is gone was deleted meanwhile and is left out.
 
 The change feed (`k8s:changes`) is capped, so a reader that falls behind can find
 its position trimmed away: `changes()` then raises FeedGapError, as it does on a RESET
@@ -30,6 +31,7 @@ from common.indexes import INDEXED, Field, Values, split_indexed, values_of
 from common.keys import STATE_OBJECT, STATE_RV, STATE_UID, Keys
 from common.objects import ObjectMeta, decode_head
 from common.records import Change, ChangeType, change_from_fields
+from common.shards import ShardMap
 
 T = TypeVar("T")
 CHUNK: Final = 1000  # HMGETs per pipelined round trip
@@ -386,6 +388,46 @@ def _wait_ms(block_ms: int, until: Until) -> int:
     if isinstance(until, float | int):
         return min(block_ms, int((until - time.monotonic()) * 1000))
     return block_ms
+
+
+class ShardedMirror:
+    """Reads of a mirror split in shards (``--shards N``): one Mirror per shard,
+    each over a client for its keys (on a Redis Cluster a RedisCluster client routes
+    each shard's keys to its slot). A get is one call to the namespace's shard; a list
+    or a count asks every shard (or the one shard of a namespace) and merges. Each
+    shard has its own change feed: follow them with a Mirror per shard."""
+
+    def __init__(self, shards: ShardMap, mirrors: Sequence[Mirror]) -> None:
+        if len(mirrors) != shards.count:
+            raise ValueError(f"{shards.count} shards need as many Mirrors, not {len(mirrors)}")
+        self.shards, self.mirrors = shards, list(mirrors)
+
+    @classmethod
+    def over(cls, r: "redis.Redis", shards: ShardMap) -> "ShardedMirror":
+        """Every shard read through one client (a single Redis, or a RedisCluster)."""
+        return cls(shards, [Mirror(r, shards.keys(s)) for s in shards.all])
+
+    def mirror_of(self, namespace: str) -> Mirror:
+        """The Mirror of the shard holding a namespace's objects."""
+        return self.mirrors[self.shards.shard_of(namespace)]
+
+    def get(self, kind: str, namespace: str, name: str) -> StoredObject | None:
+        return self.mirror_of(namespace).get(kind, namespace, name)
+
+    def objects(self, query: Query) -> list[StoredObject]:
+        """The stored objects a query answers, sorted by namespace and name."""
+        if query.namespace is not None:
+            return self.mirror_of(query.namespace).objects(query)
+        found = [o for m in self.mirrors for o in m.objects(query)]
+        return sorted(found, key=lambda o: (o.namespace, o.name))
+
+    def counts(self, kind: str) -> dict[Values, int]:
+        """How many objects of a kind per (phase, queue), summed over the shards."""
+        total: dict[Values, int] = {}
+        for m in self.mirrors:
+            for values, n in m.counts(kind).items():
+                total[values] = total.get(values, 0) + n
+        return total
 
 
 # ---- asyncio -------------------------------------------------------------------------------

@@ -12,9 +12,11 @@ import msgspec
 import redis
 
 from common import redisconn
+from common.errors import ConfigError
 from common.keys import Keys
 from common.kube import KubeClient, load_configuration
 from common.resources import DEFAULT_RESOURCES, ResourceSpec, parse
+from common.shards import ShardMap
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("kube2redis")
@@ -36,6 +38,9 @@ def option(*decls: str, **attrs: Any) -> Callable[[F], F]:
     return click.option(*decls, **attrs)
 
 
+RedisClient = redis.Redis  # a name the Settings.redis method does not shadow
+
+
 class Settings(msgspec.Struct):
     """Options every subcommand shares, set on the group."""
 
@@ -44,12 +49,24 @@ class Settings(msgspec.Struct):
     redis_password: str | None
     redis_ca_file: Path | None
     key_prefix: str
+    shards: int = 1
+
+    @property
+    def shard_map(self) -> ShardMap:
+        return ShardMap(self.key_prefix, self.shards)
 
     @property
     def keys(self) -> Keys:
+        """The keys of the only shard; a command that serves several shards asks
+        shard_map for each."""
+        if self.shards != 1:
+            raise ConfigError(f"this command does not serve --shards {self.shards} yet")
         return Keys(self.key_prefix)
 
-    def redis(self, retries: int = 3, socket_timeout: float = 10.0) -> "redis.Redis":
+    def redis(
+        self, retries: int = 3, socket_timeout: float = 10.0, shard: int = 0
+    ) -> "redis.Redis":
+        """A client for one shard's keys (on a Redis Cluster, bound to its slot)."""
         return redisconn.connect(
             self.redis_url,
             username=self.redis_username,
@@ -57,8 +74,15 @@ class Settings(msgspec.Struct):
             ca_file=self.redis_ca_file,
             retries=retries,
             socket_timeout=socket_timeout,
-            key_prefix=self.key_prefix,
+            key_prefix=self.shard_map.prefix_of(shard),
         )
+
+    def each_shard(
+        self, only: int | None = None, retries: int = 3
+    ) -> list[tuple[int, RedisClient, Keys]]:
+        """(shard, client, keys) of every shard, or of `only`."""
+        chosen = self.shard_map.all if only is None else [only]
+        return [(s, self.redis(retries, shard=s), self.shard_map.keys(s)) for s in chosen]
 
 
 pass_settings = click.make_pass_decorator(Settings)

@@ -9,7 +9,7 @@ import click
 
 from common.errors import Kube2RedisError
 from common.indexes import INDEXED, Field, Values
-from kube2redis.client import Mirror, Query, StoredObject
+from kube2redis.client import Mirror, Query, ShardedMirror, StoredObject
 
 if TYPE_CHECKING:
     from kube2redis.options import Settings
@@ -17,9 +17,12 @@ if TYPE_CHECKING:
 NONE = "-"  # how an empty phase or queue is shown
 
 
-def _mirror(ctx: click.Context) -> Mirror:
+def _mirror(ctx: click.Context) -> Mirror | ShardedMirror:
     settings: Settings = ctx.find_root().obj
-    return Mirror(settings.redis(), settings.keys)
+    shards = settings.each_shard()
+    if len(shards) == 1:
+        return Mirror(shards[0][1], shards[0][2])
+    return ShardedMirror(settings.shard_map, [Mirror(r, keys) for _, r, keys in shards])
 
 
 def _row(obj: StoredObject, wide: bool) -> list[str]:

@@ -195,6 +195,12 @@ def _id_order(entry_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
+class Backlog(msgspec.Struct, frozen=True):
+    pending: int
+    lag: int
+    oldest_pending_age_s: float
+
+
 class Projector:
     """One consumer in the group; run() until stop is set, finishing the batch in hand."""
 
@@ -577,16 +583,18 @@ class Projector:
         detail = f"poison: delivered {text(pending['times_delivered'])} times"
         return Dead(entry_id, fields, DeadReason.POISON, detail)
 
-    def update_gauges(self) -> None:
+    def backlog(self) -> "Backlog | None":
+        """This group's pending entries, unread entries and the oldest pending entry's
+        age (None: Redis did not answer)."""
+        pending = lag = 0
         try:
             for g in self.r.xinfo_groups(self.keys.stream):
                 if text(g["name"]) == self.settings.group:
-                    self.metrics.pending.set(g["pending"])
-                    self.metrics.lag.set(g.get("lag") or 0)
+                    pending, lag = int(g["pending"]), int(g.get("lag") or 0)
             oldest = self.r.xpending(self.keys.stream, self.settings.group)["min"]
         except redis.RedisError:
-            return
+            return None
         age = 0.0
         if oldest is not None:
             age = max(0.0, time.time() - int(text(oldest).split("-")[0]) / 1000)
-        self.metrics.oldest_pending_age.set(age)
+        return Backlog(pending, lag, age)

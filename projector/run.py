@@ -1,9 +1,9 @@
-"""Wire projector processes: the consumer loop, health, signals, --processes N."""
+"""Wire projector processes: a consumer loop per shard, health, signals, --processes N."""
 
 import logging
 import multiprocessing
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import redis
 
@@ -15,11 +15,13 @@ from projector.metrics import ProjectorMetrics
 
 log = logging.getLogger(__name__)
 
+# One shard's keys and how to connect to them (on a Redis Cluster, to their slot).
+Shard = tuple[Keys, Callable[[], "redis.Redis"]]
+
 
 def run(
     settings: ConsumerSettings,
-    connect: Callable[[], "redis.Redis"],
-    keys: Keys,
+    shards: Sequence[Shard],
     health_host: str,
     health_port: int,
     processes: int = 1,
@@ -28,33 +30,68 @@ def run(
     for _ in range(processes - 1):
         # Forked before any thread starts; each child is a consumer of its own.
         child = multiprocessing.get_context("fork").Process(
-            target=_child, args=(settings, connect, keys), daemon=False
+            target=_child, args=(settings, shards), daemon=False
         )
         child.start()
         children.append(child)
     metrics = ProjectorMetrics()
-    projector = Projector(connect(), keys, settings, metrics)
+    # A consumer per shard in one process, each in its own thread (the loop waits on
+    # Redis almost all the time), sharing the metrics: counters add up, and the gauges
+    # are the sums (pending, lag) and the oldest age over the shards.
+    projectors = [Projector(connect(), keys, settings, metrics) for keys, connect in shards]
 
-    health = HealthServer(health_host, health_port, metrics.registry, projector.readiness)
+    def readiness() -> tuple[bool, str]:
+        answers = [p.readiness() for p in projectors]
+        if len(answers) == 1:
+            return answers[0]
+        named = zip(projectors, answers, strict=True)
+        reasons = [f"{p.keys.stream}: {why}" for p, (ok, why) in named if not ok]
+        return (False, "; ".join(reasons)) if reasons else (True, "ok")
+
+    health = HealthServer(health_host, health_port, metrics.registry, readiness)
     health.start()
     stop = stop_on_signals()
-    gauges = threading.Thread(target=_gauges, args=(projector, stop), daemon=True)
+    gauges = threading.Thread(target=_gauges, args=(projectors, metrics, stop), daemon=True)
     gauges.start()
-    projector.run(stop)
+    threads = [
+        threading.Thread(target=p.run, args=(stop,), name=f"projector-{i}")
+        for i, p in enumerate(projectors)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
     health.stop()
     for child in children:
         if child.pid is not None and child.is_alive():
             child.terminate()
         child.join(15)
-    log.info("projector stopped", extra={"consumer": projector.consumer})
+    log.info("projector stopped", extra={"consumer": projectors[0].consumer})
     return 0
 
 
-def _child(settings: ConsumerSettings, connect: Callable[[], "redis.Redis"], keys: Keys) -> None:
+def _child(settings: ConsumerSettings, shards: Sequence[Shard]) -> None:
     stop = stop_on_signals()
-    Projector(connect(), keys, settings, ProjectorMetrics()).run(stop)
+    metrics = ProjectorMetrics()
+    threads = [
+        threading.Thread(
+            target=Projector(connect(), keys, settings, metrics).run, args=(stop,), daemon=False
+        )
+        for keys, connect in shards
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
 
 
-def _gauges(projector: Projector, stop: threading.Event) -> None:
+def _gauges(
+    projectors: Sequence[Projector], metrics: ProjectorMetrics, stop: threading.Event
+) -> None:
     while not stop.wait(5.0):
-        projector.update_gauges()
+        backlogs = [b for b in (p.backlog() for p in projectors) if b is not None]
+        if not backlogs:
+            continue
+        metrics.pending.set(sum(b.pending for b in backlogs))
+        metrics.lag.set(sum(b.lag for b in backlogs))
+        metrics.oldest_pending_age.set(max(b.oldest_pending_age_s for b in backlogs))

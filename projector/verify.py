@@ -43,13 +43,22 @@ def live_objects(kube: KubeClient, resource: Resource, namespace: str) -> dict[s
 
 
 def verify_resource(
-    kube: KubeClient, r: "redis.Redis", keys: Keys, resource: Resource, namespaces: list[str]
+    kube: KubeClient,
+    r: "redis.Redis",
+    keys: Keys,
+    resource: Resource,
+    namespaces: list[str],
+    holds: Callable[[str], bool] | None = None,
 ) -> list[Drift]:
+    """Drift of one resource; holds: the namespaces of the shard keys belong to (with
+    --shards), whose live objects alone it must hold."""
     kind = resource.key_kind
     scopes = namespaces if resource.namespaced and namespaces else [""]
     live: dict[str, str] = {}
     for namespace in scopes:
         live.update(live_objects(kube, resource, namespace))
+    if holds is not None:
+        live = {m: rv for m, rv in live.items() if holds(Keys.namespace_of(m, resource.namespaced))}
 
     def in_scope(member: str) -> bool:
         return not scopes[0] or Keys.namespace_of(member, resource.namespaced) in scopes
@@ -153,12 +162,15 @@ def drift_of(
     resources: list[Resource],
     namespaces: list[str],
     retries: int,
+    holds: Callable[[str], bool] | None = None,
 ) -> list[Drift]:
     """Drift of every resource, checked again up to `retries` times, 1 s apart
     (objects in flight, relist entries still pending on another projector, settle)."""
     found: list[Drift] = []
     for attempt in range(retries + 1):
-        found = [d for res in resources for d in verify_resource(kube, r, keys, res, namespaces)]
+        found = [
+            d for res in resources for d in verify_resource(kube, r, keys, res, namespaces, holds)
+        ]
         if not found or attempt == retries:
             break
         time.sleep(1.0)

@@ -59,6 +59,8 @@ from watcher.writer import Item, StreamWriter
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 500
+# How often the events of other shards move this shard's checkpoint.
+SKIPPED_CHECKPOINT_EVERY_S = 1.0
 # A resource is believed gone only if discovery says so twice, this far apart.
 RESOURCE_GONE_CONFIRM_S = 2.0
 
@@ -80,8 +82,16 @@ class Reflector:
         on_server_rewound: Callable[[str], None] | None = None,
         server_rv: Callable[[], str] | None = None,
         drop_managed_fields: bool = False,
+        holds: Callable[[str], bool] | None = None,
     ) -> None:
         self.kube, self.resource, self.namespace = kube, resource, namespace
+        # With --shards: the namespaces whose objects this watcher's shard holds. The
+        # API server cannot filter by a hash of the namespace, so every shard's watcher
+        # lists and watches them all and keeps its own (as kube-state-metrics' shards
+        # do). Where the API server offers sharded list/watch (KEP-5866), this filter
+        # becomes a selector on the request instead.
+        self._holds = holds
+        self._skipped_at = 0.0  # when an event of another shard last moved the checkpoint
         self._drop_managed_fields = drop_managed_fields
         self.writer, self.metrics = writer, metrics
         self.rv = start_rv
@@ -378,6 +388,8 @@ class Reflector:
                 if obj.startswith(b'{"metadata"'):
                     obj = self._list_prefix + obj[1:]
                 meta = decode_head(obj).metadata
+                if self._holds is not None and not self._holds(meta.namespace):
+                    continue
                 members.append(Keys.member(meta.namespace, meta.name))
                 self._emit(self._object(ev.SYNC, obj, meta), None, stop)
             if stop.is_set() or self._relist_requested():
@@ -441,6 +453,13 @@ class Reflector:
                 self._emit(None, self.rv, stop)
                 continue
             self.rv = meta.resourceVersion
+            if self._holds is not None and not self._holds(meta.namespace):
+                # Another shard's: only the checkpoint moves, at most once a second (as
+                # a bookmark would), not one Redis call per event of the other shards.
+                if received_ns / 1e9 - self._skipped_at >= SKIPPED_CHECKPOINT_EVERY_S:
+                    self._skipped_at = received_ns / 1e9
+                    self._emit(None, self.rv, stop)
+                continue
             self._emit(self._object(event.type, obj, meta, received_ns), self.rv, stop)
             if stop.is_set() or self.writer.overflow.is_set() or self._relist_requested():
                 break

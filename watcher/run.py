@@ -13,6 +13,7 @@ from common.keys import Keys
 from common.kube import KubeClient, ResourceNotServedError
 from common.process import stop_on_signals
 from common.resources import Resource, ResourceSpec
+from common.shards import ShardMap
 from watcher import identity
 from watcher.appender import RedisAppender
 from watcher.metrics import WatcherMetrics
@@ -40,6 +41,10 @@ class WatcherConfig(msgspec.Struct, frozen=True):
     # The fencing token of this watcher's ownership of its shard (0: no fencing):
     # see watcher/fence.py; `kube2redis watchers` passes the Lease's (watcher/leases.py).
     fence_token: int = 0
+    # This watcher mirrors shard `shard` of `shards` (common/shards.py): only the
+    # objects whose namespace hashes to it, into that shard's keys.
+    shards: int = 1
+    shard: int = 0
     writer: WriterSettings = WriterSettings()
 
 
@@ -131,10 +136,11 @@ def run(config: WatcherConfig, kube: KubeClient, r: "redis.Redis", keys: Keys) -
     checkpoints = writer.load_checkpoints()
     if writer.fenced is not None:
         return EXIT_FENCED  # said by the writer; before anything else is written
+    holds = ShardMap(count=config.shards).holds(config.shard)
     scopes_now = [
         (scope, resource, namespace)
         for resource in resources
-        for scope, namespace in scopes_of(resource, config.namespaces)
+        for scope, namespace in scopes_of(resource, config.namespaces, holds)
     ]
     wiped, writer.cluster_uid = identity.reconcile(r, keys, kube, scopes_now, checkpoints)
     identity.warn_about_eviction(r)
@@ -159,6 +165,7 @@ def run(config: WatcherConfig, kube: KubeClient, r: "redis.Redis", keys: Keys) -
         lambda scope: wiped or writer.relist_at_start.get(scope) or "initial",
         server_rewound,
         config.drop_managed_fields,
+        holds,
     )
 
     def ready() -> tuple[bool, str]:

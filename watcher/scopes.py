@@ -43,10 +43,14 @@ def refuse_kind_collisions(resources: list[Resource]) -> None:
             )
 
 
-def scopes_of(resource: Resource, namespaces: list[str]) -> list[tuple[str, str]]:
-    """(scope id, namespace) of each reflector a resource gets."""
-    chosen = namespaces if resource.namespaced and namespaces else [""]
-    return [(scope_id(resource, namespace), namespace) for namespace in chosen]
+def scopes_of(
+    resource: Resource, namespaces: list[str], holds: Callable[[str], bool] | None = None
+) -> list[tuple[str, str]]:
+    """(scope id, namespace) of each reflector a resource gets. holds: the namespaces
+    of this watcher's shard; a namespace given but held by another shard gets none."""
+    if resource.namespaced and namespaces:
+        return [(scope_id(resource, ns), ns) for ns in namespaces if holds is None or holds(ns)]
+    return [(scope_id(resource, ""), "")]
 
 
 class Scopes:
@@ -64,8 +68,10 @@ class Scopes:
         first_relist: Callable[[str], str],
         on_server_rewound: Callable[[str], None],
         drop_managed_fields: bool = False,
+        holds: Callable[[str], bool] | None = None,
     ) -> None:
         self._drop_managed_fields = drop_managed_fields
+        self._holds = holds  # the namespaces of this watcher's shard (None: all)
         self._kube, self._writer, self._metrics = kube, writer, metrics
         self._r, self._keys = r, keys
         self._namespaces, self._checkpoints = namespaces, checkpoints
@@ -82,7 +88,7 @@ class Scopes:
         with self._lock:
             refuse_kind_collisions([*self._resources, resource])
             self._resources.append(resource)
-        for scope, namespace in scopes_of(resource, self._namespaces):
+        for scope, namespace in scopes_of(resource, self._namespaces, self._holds):
             checkpoint = None if late else self._checkpoints.get(scope)
             reason = "resource-returned" if late and scope in self._checkpoints else None
             reflector = Reflector(
@@ -96,6 +102,7 @@ class Scopes:
                 on_server_rewound=self._on_server_rewound,
                 server_rv=self._server_rv,
                 drop_managed_fields=self._drop_managed_fields,
+                holds=self._holds,
             )
             self.reflectors.append(reflector)
             self._remember(scope, resource, namespace)

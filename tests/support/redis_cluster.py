@@ -61,6 +61,12 @@ class RedisClusterServers:
     def url(self) -> str:
         return f"redis+cluster://127.0.0.1:{self.nodes[0].port}"
 
+    def url_avoiding(self, node: RedisServer) -> str:
+        """A URL naming another node: a process started after `node` is killed must
+        find the cluster from a live one (in a Kubernetes cluster a Service does that)."""
+        other = next(n for n in self.nodes if n is not node)
+        return f"redis+cluster://127.0.0.1:{other.port}"
+
     def start(self) -> "RedisClusterServers":
         assert REDIS_CLI, "redis-cli is not installed"
         for node in self.nodes:

@@ -303,3 +303,28 @@ def test_a_watch_line_that_does_not_decode_relists(running: list[Running]) -> No
     running.append(run)
     wait_until(lambda: run.relists("error"), 10, "a relist")
     assert kube.lists >= 1
+
+
+def test_a_shards_reflector_keeps_its_namespaces_and_still_moves_its_checkpoint(
+    running: list[Running],
+) -> None:
+    """--shards: an event of another shard's namespace is not appended, but its
+    resourceVersion moves the checkpoint (so a restart does not resume from far back)."""
+    other = [
+        watch_line("ADDED", job("x", 101, "other")),
+        watch_line("ADDED", job("y", 102, "else")),
+    ]
+    kube = FakeKube(watches=[([*other, watch_line("ADDED", job("b", 103))], "block")])
+    run = Running(kube, start_rv="100", holds=lambda namespace: namespace == "ns")
+    running.append(run)
+
+    def appended() -> list[str]:
+        with run.writer.lock:
+            return [i.event.name for i in run.writer.items if i.event]
+
+    wait_until(lambda: "b" in appended(), 10, "the event of the shard's own namespace")
+    assert appended() == ["b"]
+    with run.writer.lock:
+        checkpoints = [i.rv for i in run.writer.items if i.event is None]
+    # At most one a second: the first skipped event moves it, the second waits.
+    assert checkpoints == ["101"]
