@@ -5,7 +5,7 @@ Replica i of R prefers the shards s with s % R == i (as kube-state-metrics shard
 Each shard is owned through a Lease (watcher/leases.py) that its owner renews; a
 replica takes over any shard whose lease expired (its owner died, hangs or lost
 the API server), preferred or not. For each shard it owns, the replica runs one
-child `kube2redis watch --shards N --shard s --fence-token T` with its own spool
+child `kube2redis --shards N watch --shard s --fence-token T` with its own spool
 directory and health port; the token is the lease's (this acquisition's), so a
 child of an earlier owner still running somewhere is fenced off in Redis the
 moment the new child starts (watcher/fence.py). A lease not renewed by the renew
@@ -126,9 +126,10 @@ class Child:
             "kube2redis",
             "watch",
             *config.watch_args,
-            # One shard is the whole mirror, as a watcher without these flags keeps it
-            # (a highly available pair without sharding).
-            *(["--shards", str(config.shards), "--shard", str(shard)] if config.shards > 1 else []),
+            # --shards comes in the environment (KUBE2REDIS_SHARDS, a group option).
+            # With one shard, shard 0 is the whole mirror: a highly available pair.
+            "--shard",
+            str(shard),
             "--fence-token",
             str(token),
             "--spool-dir",

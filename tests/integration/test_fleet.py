@@ -1,13 +1,14 @@
 """`kube2redis watchers` on the real control plane and a real redis-server: two
-replicas of a fleet, their shards owned through real Leases. The owner of a shard
-killed with -9: the standby takes the shard over (seen in the Lease's holder and
-in the stream's writer), nothing is lost. The owner paused (SIGSTOP) while its
-watcher goes on: the standby takes over, the old watcher is fenced off, and
+replicas of a fleet, two shards, each owned through a real Lease. The owner of
+shard 0 killed with -9: the other replica takes it over (seen in the Lease's holder
+and in the shard's writer), nothing is lost. The owner paused (SIGSTOP) while its
+watcher goes on: the other replica takes over, the old watcher is fenced off, and
 nothing it sends after that lands."""
 
 import json
 import re
 import signal
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,25 +19,57 @@ import redis
 
 from common.keys import Keys
 from common.redisconn import text
-from tests.pipeline import KEYS, env, start_projector, wait_verified
+from common.shards import ShardMap
+from tests import procs as kprocs
 from tests.procs import Proc, ProcFactory
 from tests.support.events import JOBS_RESOURCE
 from tests.support.kube import Jobs, Kube
 from tests.support.redis_server import read_stream
 from tests.support.waits import wait_until
 
+SHARDS = 2
+MAP = ShardMap(count=SHARDS)
 LEASE_S = 4  # short, so a takeover comes soon; nothing below asserts a duration
+HOST = socket.gethostname()
+
+
+@pytest.fixture
+def namespaces(kube: Kube) -> Iterator[list[str]]:
+    """One namespace in each shard (names are random: made until both are covered)."""
+    made: list[str] = []
+    try:
+        for _ in range(40):
+            made.append(kube.create_namespace("fleet"))
+            if len({MAP.shard_of(ns) for ns in made}) == SHARDS:
+                break
+        else:
+            pytest.fail(f"40 namespaces and still not one in each of {SHARDS} shards")
+        yield sorted({MAP.shard_of(ns): ns for ns in made}.values(), key=MAP.shard_of)
+    finally:
+        for ns in made:
+            kube.delete_namespace(ns)
+
+
+def _env(redis_url: str, kube: Kube) -> dict[str, str]:
+    return {
+        "KUBE2REDIS_REDIS_URL": redis_url,
+        "KUBE2REDIS_KUBECONFIG": str(kube.kubeconfig),
+        "KUBE2REDIS_SHARDS": str(SHARDS),
+    }
+
+
+def _scope(namespaces: list[str]) -> list[str]:
+    return [a for ns in namespaces for a in ("--namespace", ns)]
 
 
 def _fleet(
     procs: ProcFactory,
     redis_url: str,
     kube: Kube,
-    namespace: str,
+    namespaces: list[str],
     spool: Path,
     ordinal: int,
     *watch_args: str,
-    shards: int = 1,
 ) -> Proc:
     return procs.start(
         f"fleet-{ordinal}",
@@ -45,25 +78,24 @@ def _fleet(
             "--replicas", "2",
             "--ordinal", str(ordinal),
             "--identity", f"replica-{ordinal}",
-            "--shards", str(shards),
-            "--lease-namespace", namespace,
+            "--lease-namespace", namespaces[0],
             "--lease-prefix", "k2r",
             "--lease-duration", str(LEASE_S),
             "--renew-deadline", "2.5",
             "--retry-period", "0.5",
             "--spool-dir", str(spool / f"replica-{ordinal}"),
             "--",
-            "--namespace", namespace,
+            *_scope(namespaces),
             "--resource", JOBS_RESOURCE,
             *watch_args,
         ],
-        env(redis_url, kube),
+        _env(redis_url, kube),
     )  # fmt: skip
 
 
-def _holder(kube: Kube, namespace: str, shard: int) -> str:
+def _holder(kube: Kube, namespaces: list[str], shard: int) -> str:
     answer = kube.kubectl(
-        "get", "lease", f"k2r-shard-{shard}", "-n", namespace,
+        "get", "lease", f"k2r-shard-{shard}", "-n", namespaces[0],
         "-o", "jsonpath={.spec.holderIdentity}", check=False,
     )  # fmt: skip
     return answer.stdout if answer.returncode == 0 else ""
@@ -92,22 +124,36 @@ def _writers(r: "redis.Redis", keys: Keys) -> set[str]:
     return {text(w) for w in r.hgetall(keys.checkpoint_writers).values()}
 
 
-class Churn:
-    """Jobs created and relabelled in a thread until stopped."""
+def _verified(redis_url: str, kube: Kube, namespaces: list[str]) -> bool:
+    args = ["verify", *_scope(namespaces), "--resource", JOBS_RESOURCE, "--retries", "0"]
+    return kprocs.run(args, _env(redis_url, kube)).returncode == 0
 
-    def __init__(self, jobs: Jobs) -> None:
-        self.jobs, self.stop, self.done = jobs, threading.Event(), 0
+
+def _mirror_equals_the_api_server(
+    procs: ProcFactory, redis_url: str, kube: Kube, namespaces: list[str]
+) -> None:
+    projector = procs.start("projector", ["project"], _env(redis_url, kube))
+    projector.wait_ready()
+    wait_until(lambda: _verified(redis_url, kube, namespaces), 90, "verify clean", 1.0)
+
+
+class Churn:
+    """Jobs created and relabelled in every namespace, in a thread, until stopped."""
+
+    def __init__(self, kube: Kube, namespaces: list[str]) -> None:
+        self.jobs = [Jobs(kube, ns) for ns in namespaces]
+        self.stop, self.done = threading.Event(), 0
         self.thread = threading.Thread(target=self._run)
         self.thread.start()
 
     def _run(self) -> None:
         step = 0
         while not self.stop.wait(0.05):
-            name = f"j-{step % 25}"
-            if step < 25:
-                self.jobs.create(name)
+            jobs, name = self.jobs[step % len(self.jobs)], f"j-{step // 2 % 15}"
+            if step < 30:
+                jobs.create(name)
             else:
-                self.jobs.label(name, f"v{step}")
+                jobs.label(name, f"v{step}")
             step += 1
             self.done = step
 
@@ -120,104 +166,87 @@ class Churn:
         self.thread.join(30)
 
 
-@pytest.fixture
-def churn(kube: Kube, namespace: str) -> Iterator[Churn]:
-    running = Churn(Jobs(kube, namespace))
-    yield running
-    running.finish()
-
-
 def test_the_standby_takes_over_a_killed_owner_and_nothing_is_lost(
-    kube: Kube, namespace: str, redis_url: str, procs: ProcFactory, tmp_path: Path
+    kube: Kube, namespaces: list[str], redis_url: str, procs: ProcFactory, tmp_path: Path
 ) -> None:
     r = redis.Redis.from_url(redis_url)
-    owner = _fleet(procs, redis_url, kube, namespace, tmp_path, 0)
-    wait_until(lambda: _holder(kube, namespace, 0) == "replica-0", 60, "replica-0 holds shard 0")
-    standby = _fleet(procs, redis_url, kube, namespace, tmp_path, 1)
-    owner.wait_ready(60)
-    standby.wait_ready(60)  # a replica owning nothing is a ready standby
-    assert _owned(standby) == {}
-    projector = start_projector(procs, redis_url, kube)
-    projector.wait_ready()
-    ((old_pid, old_token),) = _owned(owner).values()
-    churn = Churn(Jobs(kube, namespace))
+    zero = _fleet(procs, redis_url, kube, namespaces, tmp_path, 0)
+    wait_until(lambda: _holder(kube, namespaces, 0) == "replica-0", 60, "replica-0 holds 0")
+    one = _fleet(procs, redis_url, kube, namespaces, tmp_path, 1)
+    zero.wait_ready(60)
+    one.wait_ready(60)
+    wait_until(lambda: set(_owned(one)) == {1}, 30, "replica-1 runs shard 1's watcher")
+    assert set(_owned(zero)) == {0}  # shard 1 was never free long enough for replica-0
+    old_pid, old_token = _owned(zero)[0]
+    one_pid, _ = _owned(one)[1]
+    churn = Churn(kube, namespaces)
     try:
         churn.wait_for(20)
-        wait_until(lambda: _writers(r, KEYS) == {f"{_host()}-{old_pid}"}, 30, "the owner writes")
-        owner.kill9()
+        wait_until(lambda: _writers(r, MAP.keys(0)) == {f"{HOST}-{old_pid}"}, 30, "0 written")
+        zero.kill9()
         wait_until(lambda: not _alive(old_pid), 10, "the owner's watcher dies with it")
-        wait_until(
-            lambda: _holder(kube, namespace, 0) == "replica-1", 60, "the standby holds shard 0"
-        )
-        wait_until(lambda: 0 in _owned(standby), 30, "the standby runs shard 0's watcher")
-        ((new_pid, new_token),) = _owned(standby).values()
+        wait_until(lambda: _holder(kube, namespaces, 0) == "replica-1", 60, "replica-1 holds 0")
+        wait_until(lambda: 0 in _owned(one), 30, "replica-1 runs shard 0's watcher")
+        new_pid, new_token = _owned(one)[0]
         assert new_token > old_token
         churn.wait_for(20)
-        # New entries, written by the new owner's watcher under its token.
+        # New entries in shard 0, written by the new owner's watcher under its token.
         wait_until(
-            lambda: _writers(r, KEYS) == {f"{_host()}-{new_pid}"}, 30, "the new owner writes"
+            lambda: _writers(r, MAP.keys(0)) == {f"{HOST}-{new_pid}"}, 30, "the new owner writes"
         )
-        assert r.get(KEYS.fence) == str(new_token).encode()
+        assert r.get(MAP.keys(0).fence) == str(new_token).encode()
+        assert _owned(one)[1][0] == one_pid  # shard 1 went on undisturbed
     finally:
         churn.finish()
-    standby.wait_ready(60)
-    wait_verified(redis_url, kube, namespace)
+    one.wait_ready(60)
+    _mirror_equals_the_api_server(procs, redis_url, kube, namespaces)
 
 
-def _host() -> str:
-    import socket
-
-    return socket.gethostname()
-
-
-def _objects_after(r: "redis.Redis", after: bytes, namespace: str) -> list[dict[str, Any]]:
+def _objects_after(r: "redis.Redis", keys: Keys, after: bytes) -> list[dict[str, Any]]:
     return [
         json.loads(fields[b"object"])
-        for entry_id, fields in read_stream(r, KEYS.stream)
-        if entry_id > after and fields.get(b"namespace") == namespace.encode()
-        and fields.get(b"object")
-    ]  # fmt: skip
+        for entry_id, fields in read_stream(r, keys.stream)
+        if entry_id > after and fields.get(b"object")
+    ]
 
 
 def test_a_paused_owner_loses_its_shard_and_its_watcher_is_fenced_off(
-    kube: Kube, namespace: str, redis_url: str, procs: ProcFactory, tmp_path: Path
+    kube: Kube, namespaces: list[str], redis_url: str, procs: ProcFactory, tmp_path: Path
 ) -> None:
-    """Both replicas' watchers run at once for a while: the paused owner's (it cannot
-    renew, nor kill its watcher) and the standby's. What each wrote is told apart by
-    the object: the owner's watcher drops managedFields, the standby's keeps them."""
+    """Both replicas' watchers of shard 0 run at once for a while: the paused owner's
+    (it can neither renew nor kill its watcher) and the other replica's. What each
+    wrote is told apart by the object: replica-0's watchers drop managedFields,
+    replica-1's keep them."""
     r = redis.Redis.from_url(redis_url)
-    owner = _fleet(procs, redis_url, kube, namespace, tmp_path, 0, "--drop-managed-fields")
-    wait_until(lambda: _holder(kube, namespace, 0) == "replica-0", 60, "replica-0 holds shard 0")
-    owner.wait_ready(60)
-    standby = _fleet(procs, redis_url, kube, namespace, tmp_path, 1)
-    standby.wait_ready(60)
-    ((old_pid, _),) = _owned(owner).values()
-    churn = Churn(Jobs(kube, namespace))
+    zero = _fleet(procs, redis_url, kube, namespaces, tmp_path, 0, "--drop-managed-fields")
+    wait_until(lambda: _holder(kube, namespaces, 0) == "replica-0", 60, "replica-0 holds 0")
+    zero.wait_ready(60)
+    one = _fleet(procs, redis_url, kube, namespaces, tmp_path, 1)
+    one.wait_ready(60)
+    old_pid, _ = _owned(zero)[0]
+    shard0 = MAP.keys(0)
+    churn = Churn(kube, namespaces)
     try:
         churn.wait_for(10)
-        owner.signal(signal.SIGSTOP)  # the parent only: its watcher keeps writing
+        zero.signal(signal.SIGSTOP)  # the parent only: its watcher keeps writing
         try:
-            wait_until(
-                lambda: _holder(kube, namespace, 0) == "replica-1", 60, "the standby takes over"
-            )
-            wait_until(lambda: 0 in _owned(standby), 30, "the standby runs shard 0's watcher")
-            ((_, new_token),) = _owned(standby).values()
-            wait_until(lambda: r.get(KEYS.fence) == str(new_token).encode(), 30, "fence raised")
-            last = read_stream(r, KEYS.stream)[-1][0]
+            wait_until(lambda: _holder(kube, namespaces, 0) == "replica-1", 60, "takeover")
+            wait_until(lambda: 0 in _owned(one), 30, "replica-1 runs shard 0's watcher")
+            _, new_token = _owned(one)[0]
+            wait_until(lambda: r.get(shard0.fence) == str(new_token).encode(), 30, "new fence")
+            last = read_stream(r, shard0.stream)[-1][0]
             # The old watcher, still running, finds the fence at its next write.
             wait_until(lambda: not _alive(old_pid), 30, "the old watcher exits, fenced off")
             churn.wait_for(20)
         finally:
-            owner.signal(signal.SIGCONT)
-        wait_until(lambda: "lease lost" in owner.text(), 30, "the old owner sees its loss")
+            zero.signal(signal.SIGCONT)
+        wait_until(lambda: "lease lost" in zero.text(), 30, "the old owner sees its loss")
     finally:
         churn.finish()
-    after = _objects_after(r, last, namespace)
+    after = _objects_after(r, shard0, last)
     assert after, "the new owner appended nothing"
     assert all("managedFields" in obj["metadata"] for obj in after), (
         "an entry without managedFields after the fence was raised: the old owner's"
     )
-    assert "fenced off: the shard's fence is at" in owner.text()
-    projector = start_projector(procs, redis_url, kube)
-    projector.wait_ready()
-    wait_verified(redis_url, kube, namespace)
+    assert "fenced off: the shard's fence is at" in zero.text()
+    _mirror_equals_the_api_server(procs, redis_url, kube, namespaces)
