@@ -90,6 +90,8 @@ chart: venv helm ## helm lint + template, promtool check + test of the alerts, d
 	$(HELM) lint --strict $(CHART) --set redis.bundled.enabled=true,verify.enabled=true \
 	  --set monitoring.podMonitor.enabled=true,monitoring.serviceMonitor.enabled=true \
 	  --set monitoring.prometheusRule.enabled=true,monitoring.dashboard.enabled=true
+	$(HELM) lint --strict $(CHART) --set sharding.enabled=true,monitoring.podMonitor.enabled=true \
+	  --set monitoring.serviceMonitor.enabled=true
 	$(HELM) template kube2redis $(CHART) --namespace kube2redis >/dev/null
 	promtool check rules $(CHART)/files/alerts.yaml
 	cd deploy/prometheus && promtool test rules alerts-test.yaml
