@@ -149,7 +149,7 @@ class Child:
             shard,
             self.proc.pid,
             token,
-            extra={"shard": shard, "pid": self.proc.pid, "token": token},
+            extra={"shard": shard, "pid": self.proc.pid, "fencing": token},
         )
 
     def get(self, path: str) -> tuple[int, str]:
@@ -286,7 +286,7 @@ class Fleet:
                     shard,
                     lease.name,
                     outcome.acquired,
-                    extra={"shard": shard, "token": outcome.acquired},
+                    extra={"shard": shard, "fencing": outcome.acquired},
                 )
                 self.metrics.acquired.labels(str(shard)).inc()
                 self._kill(shard)  # a child of an earlier token (none, normally)
@@ -321,36 +321,66 @@ class Fleet:
             child.kill()
 
     def _tend(self, now: float) -> None:
-        """Children that exited on their own: fenced off (a newer owner: the lease
-        loop finds it is not ours, and nothing is restarted), or crashed (started
-        again under the same token, after a pause)."""
-        for shard, child in list(self._children.items()):
+        """Every held shard has its watcher: one that exited on its own was fenced off
+        (a newer owner: the lease loop reads whose the shard is now, nothing is
+        started) or crashed (started again under the same token, after a pause); one
+        the watchdog killed while the lease was in fact renewed in time is started
+        again (the lease never left us, so the token stands)."""
+        for shard, lease in self.leases.items():
+            with self._lock:
+                child = self._children.get(shard)
+            if lease.held is None:
+                continue
+            if child is None:
+                if now >= self._restart_at.get(shard, now):
+                    self._restart_at.pop(shard, None)
+                    self._start(shard, lease.held.token)
+                continue
             code = child.proc.poll()
             if code is None:
                 continue
-            lease = self.leases[shard]
-            if shard not in self._restart_at:
-                self.metrics.child_exits.labels(str(shard), str(code)).inc()
-                if code == EXIT_FENCED:
-                    log.warning(
-                        "shard %d: its watcher was fenced off: a newer owner writes it",
-                        shard,
-                        extra={"shard": shard},
-                    )
-                    with self._lock:
-                        del self._children[shard]
-                    lease.held = None  # the lease loop reads whose it is now
-                    continue
+            with self._lock:
+                self._children.pop(shard, None)
+            self.metrics.child_exits.labels(str(shard), str(code)).inc()
+            if code == EXIT_FENCED:
                 log.warning(
-                    "shard %d: its watcher exited with %d; starting it again",
+                    "shard %d: its watcher was fenced off: a newer owner writes it",
                     shard,
-                    code,
                     extra={"shard": shard},
                 )
-                self._restart_at[shard] = now + self.config.child_restart_s
-            if now >= self._restart_at[shard] and lease.held is not None:
-                del self._restart_at[shard]
-                self._start(shard, lease.held.token)
+                lease.held = None
+                continue
+            log.warning(
+                "shard %d: its watcher exited with %d; starting it again",
+                shard,
+                code,
+                extra={"shard": shard},
+            )
+            self._restart_at[shard] = now + self.config.child_restart_s
+
+    def watchdog(self, stop: threading.Event, every_s: float = 0.1) -> None:
+        """Kill the watcher of a shard whose lease is past its renew deadline, at once:
+        the loop itself may be waiting on an API server that does not answer (each
+        call is bounded, but a round over N shards is N times that). The loop then
+        finds the lease lost (or renewed after all, and starts the watcher again)."""
+        deadline = self.config.leases.renew_deadline_s
+        while not stop.wait(every_s):
+            now = time.monotonic()
+            for shard, lease in self.leases.items():
+                held = lease.held
+                if held is None or now - held.renewed_at < deadline:
+                    continue
+                with self._lock:
+                    child = self._children.pop(shard, None)
+                if child is not None:
+                    log.warning(
+                        "shard %d: lease not renewed for %.1fs: killing its watcher (pid %d)",
+                        shard,
+                        now - held.renewed_at,
+                        child.proc.pid,
+                        extra={"shard": shard},
+                    )
+                    child.kill()
 
     def stop(self) -> None:
         """Stop every child (by pid), then release their leases so a standby takes
@@ -372,6 +402,8 @@ def run(config: FleetConfig, api: LeaseApi) -> int:
         config.health_host, config.health_port, fleet.metrics.registry, fleet.ready
     ).start()
     stop = stop_on_signals()
+    watchdog = threading.Thread(target=fleet.watchdog, args=(stop,), name="watchdog")
+    watchdog.start()
     log.info(
         "replica %d of %d: %d shards, preferring %s",
         config.ordinal,
@@ -387,6 +419,8 @@ def run(config: FleetConfig, api: LeaseApi) -> int:
             if stop.wait(max(0.0, config.leases.retry_period_s - (time.monotonic() - began))):
                 break
     finally:
+        stop.set()
+        watchdog.join()
         fleet.stop()
         health.stop()
     return 0

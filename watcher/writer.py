@@ -282,7 +282,7 @@ class StreamWriter:
             "records is not drained) and exits",
             exc,
             len(self._spool),
-            extra={"fence": exc.stored, "token": exc.token},
+            extra={"fence": exc.stored, "ours": exc.token},
         )
 
     def _idle_wait(self, stop: threading.Event) -> float:

@@ -16,12 +16,15 @@ from typing import Any
 
 import pytest
 import redis
+import yaml
 
+from chaos.toxiproxy import Toxiproxy, binary
 from common.keys import Keys
 from common.redisconn import text
 from common.shards import ShardMap
 from tests import procs as kprocs
 from tests.procs import Proc, ProcFactory
+from tests.support.ci import unavailable
 from tests.support.events import JOBS_RESOURCE
 from tests.support.kube import Jobs, Kube
 from tests.support.redis_server import read_stream
@@ -50,10 +53,10 @@ def namespaces(kube: Kube) -> Iterator[list[str]]:
             kube.delete_namespace(ns)
 
 
-def _env(redis_url: str, kube: Kube) -> dict[str, str]:
+def _env(redis_url: str, kube: Kube, kubeconfig: Path | None = None) -> dict[str, str]:
     return {
         "KUBE2REDIS_REDIS_URL": redis_url,
-        "KUBE2REDIS_KUBECONFIG": str(kube.kubeconfig),
+        "KUBE2REDIS_KUBECONFIG": str(kubeconfig or kube.kubeconfig),
         "KUBE2REDIS_SHARDS": str(SHARDS),
     }
 
@@ -70,6 +73,7 @@ def _fleet(
     spool: Path,
     ordinal: int,
     *watch_args: str,
+    kubeconfig: Path | None = None,
 ) -> Proc:
     return procs.start(
         f"fleet-{ordinal}",
@@ -89,7 +93,7 @@ def _fleet(
             "--resource", JOBS_RESOURCE,
             *watch_args,
         ],
-        _env(redis_url, kube),
+        _env(redis_url, kube, kubeconfig),
     )  # fmt: skip
 
 
@@ -250,3 +254,63 @@ def test_a_paused_owner_loses_its_shard_and_its_watcher_is_fenced_off(
     )
     assert "fenced off: the shard's fence is at" in zero.text()
     _mirror_equals_the_api_server(procs, redis_url, kube, namespaces)
+
+
+def _proxied_kubeconfig(kube: Kube, port: int, to: Path) -> Path:
+    """The same cluster, reached through toxiproxy on port (the serving certificate
+    is for 127.0.0.1, whatever the port)."""
+    config: dict[str, Any] = yaml.safe_load(kube.kubeconfig.read_text())
+    config["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{port}"
+    to.write_text(yaml.safe_dump(config))
+    return to
+
+
+def test_an_owner_cut_off_from_the_api_server_kills_its_watcher_and_the_shard_moves(
+    kube: Kube, namespaces: list[str], redis_url: str, procs: ProcFactory, tmp_path: Path
+) -> None:
+    """Replica-0 reaches the API server through a proxy that goes silent (its Redis
+    still answers): it cannot renew, so it SIGKILLs its watcher by the renew
+    deadline, and replica-1 (not cut off) takes the shard over."""
+    if not binary().exists():
+        unavailable(f"toxiproxy (make toxiproxy) at {binary()}")
+    proxy = Toxiproxy(tmp_path / "toxiproxy.log")
+    try:
+        api_port = int(
+            yaml.safe_load(kube.kubeconfig.read_text())["clusters"][0]["cluster"]["server"].rsplit(
+                ":", 1
+            )[1]
+        )
+        proxied = _proxied_kubeconfig(
+            kube, proxy.proxy("apiserver", api_port), tmp_path / "kubeconfig-proxied"
+        )
+        r = redis.Redis.from_url(redis_url)
+        zero = _fleet(procs, redis_url, kube, namespaces, tmp_path, 0, kubeconfig=proxied)
+        wait_until(lambda: _holder(kube, namespaces, 0) == "replica-0", 60, "replica-0 holds 0")
+        zero.wait_ready(60)
+        one = _fleet(procs, redis_url, kube, namespaces, tmp_path, 1)
+        one.wait_ready(60)
+        old_pid, old_token = _owned(zero)[0]
+        churn = Churn(kube, namespaces)
+        try:
+            churn.wait_for(10)
+            proxy.toxic("apiserver", "timeout", {"timeout": 0}, "downstream")  # silence
+            wait_until(lambda: not _alive(old_pid), 30, "replica-0 kills its watcher")
+            assert "shard 0: lease not renewed for" in zero.text()
+            wait_until(lambda: _holder(kube, namespaces, 0) == "replica-1", 60, "takeover")
+            wait_until(lambda: 0 in _owned(one), 30, "replica-1 runs shard 0's watcher")
+            new_pid, new_token = _owned(one)[0]
+            assert new_token > old_token
+            churn.wait_for(20)
+            wait_until(
+                lambda: _writers(r, MAP.keys(0)) == {f"{HOST}-{new_pid}"}, 30, "new owner writes"
+            )
+            proxy.clear("apiserver")
+            # Back in touch, replica-0 finds the lease is replica-1's and stands by.
+            wait_until(lambda: "shard 0: lease lost" in zero.text(), 30, "replica-0 sees it")
+            wait_until(lambda: 0 not in _owned(zero), 30, "replica-0 stands by for shard 0")
+        finally:
+            churn.finish()
+        assert "fenced off" not in zero.text()  # killed by its parent, before any fence
+        _mirror_equals_the_api_server(procs, redis_url, kube, namespaces)
+    finally:
+        proxy.stop()
