@@ -3,9 +3,12 @@
 With ``--shards N`` (N > 1) the mirror is split into N complete mirrors, one per
 shard, each with every key of its own (stream, checkpoints, guard marks, group,
 change feed, dead letters, indexes, relist records, state, tombstones) under the
-prefix ``{<prefix>:<shard>}``. The braces are a Redis Cluster hash tag: every key of
-a shard lives in one slot, so each MULTI/EXEC and each script touches one slot,
-and the shards spread over the cluster's primaries.
+prefix ``{<prefix>:<shard>/<N>}``. The braces are a Redis Cluster hash tag: every
+key of a shard lives in one slot, so each MULTI/EXEC and each script touches one
+slot, and the shards spread over the cluster's primaries. The count is in the tag
+because a namespace's shard depends on it: with another --shards the keys are
+another mirror's, built afresh, never a mix of two layouts (shard 0 of 2 holds
+objects that shard 0 of 4 must not).
 
 An object's shard is a stable hash of its namespace (CRC-32, as zlib, Go's
 hash/crc32 and Java's java.util.zip.CRC32 compute it, modulo N), so a Job, its
@@ -44,7 +47,7 @@ class ShardMap(msgspec.Struct, frozen=True):
         if self.count > 1 and ("{" in self.prefix or "}" in self.prefix):
             raise ConfigError(
                 f"--key-prefix {self.prefix!r}: with --shards each shard's prefix gets "
-                "its own hash tag ({prefix:shard}); give the prefix without braces"
+                "its own hash tag ({prefix:shard/count}); give the prefix without braces"
             )
 
     def shard_of(self, namespace: str) -> int:
@@ -53,7 +56,7 @@ class ShardMap(msgspec.Struct, frozen=True):
     def prefix_of(self, shard: int) -> str:
         if not 0 <= shard < self.count:
             raise ConfigError(f"--shard {shard}: not one of the {self.count} shards (0-based)")
-        return self.prefix if self.count == 1 else f"{{{self.prefix}:{shard}}}"
+        return self.prefix if self.count == 1 else f"{{{self.prefix}:{shard}/{self.count}}}"
 
     def keys(self, shard: int) -> Keys:
         """The keys of one shard."""

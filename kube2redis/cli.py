@@ -63,7 +63,7 @@ log = logging.getLogger("kube2redis")
     default=default_of(ShardMap, "count"),
     show_default=True,
     help="Split the mirror in this many shards by a hash of the namespace, each with its "
-    "own keys under '{prefix:shard}' (a Redis Cluster hash tag). Every command of one "
+    "own keys under '{prefix:shard/N}' (a Redis Cluster hash tag). Every command of one "
     "mirror must be given the same number.",
 )
 @option(

@@ -14,18 +14,20 @@ from common import mirror
 from common.indexes import Values
 from common.keys import Keys
 from common.records import ChangeType
+from common.shards import ShardMap
 from kube2redis.client import (
     AsyncMirror,
     FeedEntry,
     FeedGapError,
     Mirror,
     Query,
+    ShardedMirror,
     Snapshot,
     Update,
 )
 from tests.integration.test_indexes import _event
 from tests.support.apply import apply_events
-from tests.support.events import relist_end
+from tests.support.events import job_event, relist_end
 
 KEYS = Keys()
 
@@ -200,3 +202,27 @@ def test_an_empty_value_is_refused_and_names_come_from_the_object(r: "redis.Redi
     r.hset(KEYS.state("clusterrole", "", "system:admin"), mapping={"object": role, "rv": "1"})
     got = Mirror(r).get("clusterrole", "", "system:admin")
     assert got is not None and (got.namespace, got.name) == ("", "system:admin")
+
+
+def test_a_sharded_mirror_reads_each_object_from_its_namespaces_shard(r: "redis.Redis") -> None:
+    """--shards 3: each namespace's Jobs applied into its shard's keys; a get goes to
+    that shard alone, a list and a count merge every shard's."""
+    shards = ShardMap("k8s", 3)
+    namespaces = [f"team-{i}" for i in range(12)]
+    assert {shards.shard_of(ns) for ns in namespaces} == {0, 1, 2}
+    for ns in namespaces:
+        made = [job_event(ev.ADDED, f"j-{i}", 10 + i, ns) for i in range(2)]
+        apply_events(r, made, shards.keys_of(ns))
+    m = ShardedMirror.over(r, shards)
+    got = m.get("job", "team-5", "j-1")
+    assert got is not None and got.namespace == "team-5" and got.rv == "11"
+    assert r.exists(shards.keys_of("team-5").state("job", "team-5", "j-1"))
+    assert m.get("job", "team-5", "nope") is None
+    listed = m.objects(Query("job"))
+    assert [(o.namespace, o.name) for o in listed] == sorted(
+        (ns, f"j-{i}") for ns in namespaces for i in range(2)
+    )
+    assert [o.name for o in m.objects(Query("job", namespace="team-7"))] == ["j-0", "j-1"]
+    assert m.counts("job") == {Values("Pending", ""): 24}
+    with pytest.raises(ValueError, match="3 shards"):
+        ShardedMirror(shards, [Mirror(r, shards.keys(0))])

@@ -15,9 +15,9 @@ from tests.support.redis_server import append_event
 KEYS = Keys()
 
 
-def apply_events(r: "redis.Redis", events: list[ev.StreamEvent]) -> None:
+def apply_events(r: "redis.Redis", events: list[ev.StreamEvent], keys: Keys = KEYS) -> None:
     """Append to the stream and apply as the replay path does (entry by entry order)."""
-    ids = [append_event(r, KEYS.stream, e) for e in events]
+    ids = [append_event(r, keys.stream, e) for e in events]
     rows = [
         (
             i,
@@ -28,7 +28,7 @@ def apply_events(r: "redis.Redis", events: list[ev.StreamEvent]) -> None:
         )
         for i, e in zip(ids, events, strict=True)
     ]
-    Projector(r, KEYS, ConsumerSettings(), ProjectorMetrics(), Mode.REPLAY).apply(rows)
+    Projector(r, keys, ConsumerSettings(), ProjectorMetrics(), Mode.REPLAY).apply(rows)
 
 
 def mirror_state(r: "redis.Redis") -> dict[str, Any]:

@@ -107,6 +107,23 @@ class RedisClusterServers:
                 return next(n for n in self.nodes if n.port == int(primary[1]))
         raise AssertionError(f"no primary serves slot {slot}")
 
+    def restart_all_empty(self) -> None:
+        """kill -9 every node, lose every byte they held (as a cluster without
+        persistence, or a whole-cluster outage, does), and start them again on their
+        ports with their cluster config (nodes.conf): the same cluster, empty."""
+        for node in self.nodes:
+            node.kill()
+        for node in self.nodes:
+            for path in node.directory.iterdir():
+                if path.name in ("nodes.conf", "redis.log"):
+                    continue
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+            node.start()
+        wait_until(self._ready, 60, "the cluster ok again with every replica in sync")
+
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()

@@ -28,9 +28,11 @@ def test_a_namespaces_shard_is_crc32_modulo_the_count_and_cluster_scoped_is_shar
 
 def test_each_shard_has_its_own_hash_tagged_prefix() -> None:
     shards = ShardMap("k8s", 3)
-    assert [shards.prefix_of(s) for s in shards.all] == ["{k8s:0}", "{k8s:1}", "{k8s:2}"]
+    assert [shards.prefix_of(s) for s in shards.all] == ["{k8s:0/3}", "{k8s:1/3}", "{k8s:2/3}"]
+    # Another count is another mirror: no key of one layout is a key of the other.
+    assert ShardMap("k8s", 4).prefix_of(0) == "{k8s:0/4}"
     keys = shards.keys_of("team-a")
-    assert keys.state("job", "team-a", "j") == f"{{k8s:{shard_of('team-a', 3)}}}:job:team-a:j"
+    assert keys.state("job", "team-a", "j") == f"{{k8s:{shard_of('team-a', 3)}/3}}:job:team-a:j"
     holds = shards.holds(1)
     assert holds is not None
     assert [holds(ns) for ns in ("", "team-a")] == [False, shard_of("team-a", 3) == 1]
