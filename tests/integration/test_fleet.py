@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import redis
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from chaos.toxiproxy import Toxiproxy, binary
 from common.keys import Keys
@@ -200,6 +201,13 @@ def test_the_standby_takes_over_a_killed_owner_and_nothing_is_lost(
         )
         assert r.get(MAP.keys(0).fence) == str(new_token).encode()
         assert _owned(one)[1][0] == one_pid  # shard 1 went on undisturbed
+        # Its /metrics: both watchers' series, labelled by shard, as Prometheus reads them.
+        status, body = one.http("/metrics")
+        assert status == 200
+        families = {f.name: f for f in text_string_to_metric_families(body)}
+        appended = families["kube2redis_watcher_events_appended"].samples
+        assert {s.labels["shard"] for s in appended if s.value > 0} == {"0", "1"}
+        assert families["kube2redis_fleet_shards_owned"].samples[0].value == 2
     finally:
         churn.finish()
     one.wait_ready(60)
