@@ -39,6 +39,7 @@ def run(
     # Redis almost all the time), sharing the metrics: counters add up, and the gauges
     # are the sums (pending, lag) and the oldest age over the shards.
     projectors = [Projector(connect(), keys, settings, metrics) for keys, connect in shards]
+    refusing_of_any(projectors, metrics)
 
     def readiness() -> tuple[bool, str]:
         answers = [p.readiness() for p in projectors]
@@ -70,15 +71,19 @@ def run(
     return 0
 
 
+def refusing_of_any(projectors: Sequence[Projector], metrics: ProjectorMetrics) -> None:
+    """The refusing gauge is 1 while any shard's Redis refuses: read from each shard's
+    state when scraped. Set by each shard's own episodes, one shard's recovery cleared
+    it while another's Redis still refused (found by an adversarial review)."""
+    metrics.redis_refusing.set_function(lambda: float(any(p.refusals.reason for p in projectors)))
+
+
 def _child(settings: ConsumerSettings, shards: Sequence[Shard]) -> None:
     stop = stop_on_signals()
     metrics = ProjectorMetrics()
-    threads = [
-        threading.Thread(
-            target=Projector(connect(), keys, settings, metrics).run, args=(stop,), daemon=False
-        )
-        for keys, connect in shards
-    ]
+    projectors = [Projector(connect(), keys, settings, metrics) for keys, connect in shards]
+    refusing_of_any(projectors, metrics)
+    threads = [threading.Thread(target=p.run, args=(stop,), daemon=False) for p in projectors]
     for t in threads:
         t.start()
     for t in threads:

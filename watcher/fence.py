@@ -42,6 +42,37 @@ return held
 """
 
 
+# Delete the fence if it still holds ARGV[1] (what was judged to be another
+# timeline's): a newer owner's raise meanwhile is kept.
+RESET_SOURCE: Final = b"""
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+def forget_another_timelines_fence(
+    r: "redis.Redis", key: str, token: int, server_rv: Callable[[], str]
+) -> int | None:
+    """A fence above the API server's current resourceVersion was not raised by an
+    owner of this cluster's Leases: every token is the resourceVersion of a write the
+    server made, so none can be ahead of it. It is a fence of another cluster this
+    Redis mirrored before, or of an etcd since restored from a backup; kept, it would
+    fence off every owner until the new revisions caught up with it. Deleted (if it
+    still holds what was read); returns what was forgotten, or None.
+
+    Read in this order, the fence first: a legitimate fence read before the server's
+    resourceVersion can never be above it."""
+    held = r.get(key)
+    if held is None or int(held) <= token:
+        return None
+    if int(held) <= int(server_rv()):
+        return None
+    r.eval(RESET_SOURCE, 1, key, held)  # type: ignore[arg-type]
+    return int(held)
+
+
 class FencedError(Exception):
     """A newer owner raised the shard's fence past our token: nothing more of ours
     may be written to the shard."""
@@ -57,7 +88,7 @@ class FencedError(Exception):
 class _Connection(Protocol):
     """The part of redis-py's connection used here (redis-py leaves it untyped)."""
 
-    def send_packed_command(self, command: list[bytes]) -> None: ...
+    def send_packed_command(self, command: list[bytes], check_health: bool = True) -> None: ...
     def read_response(self) -> object: ...
     def disconnect(self) -> None: ...
 
@@ -155,6 +186,8 @@ class Fence:
             raise FencedError(self.token, value)
 
     def _connection(self) -> _Connection:
+        if self._conn is not None and getattr(self._conn, "_sock", True) is None:
+            self._drop()  # disconnected behind our back: its WATCH is gone
         if self._conn is None:
             self._conn = cast(_Connection, self._pool.get_connection())
             self._armed = False
@@ -164,7 +197,8 @@ class Fence:
         """One write and its replies; any failure drops the connection (its WATCH is
         gone with it, or its replies are out of step)."""
         try:
-            conn.send_packed_command([payload])
+            # No health check: its PING is retried on a NEW connection (no WATCH).
+            conn.send_packed_command([payload], check_health=False)
             return read()
         except BaseException:
             self._drop()

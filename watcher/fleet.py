@@ -35,6 +35,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import msgspec
@@ -54,6 +55,8 @@ log = logging.getLogger(__name__)
 # thread) ends, so a parent killed with -9 leaves no watcher writing behind it (in a
 # pod the container's end does the same).
 _PR_SET_PDEATHSIG = 1
+# Lease calls in flight at once in one round.
+MAX_PARALLEL_TICKS = 8
 
 
 class FleetConfig(msgspec.Struct, frozen=True):
@@ -247,7 +250,17 @@ class Fleet:
         }
         self._children: dict[int, Child] = {}
         self._restart_at: dict[int, float] = {}
+        # Shards whose watcher was fenced off while their lease said ours: not acquired
+        # again before this (monotonic) time, so another replica may take them.
+        self._held_off: dict[int, float] = {}
         self._lock = threading.Lock()  # the children, between the loop and the HTTP threads
+        # The leases are ticked side by side: one after the other, a round over many
+        # shards on a slow API server outlasted the renew deadline, and the first
+        # shards' leases were given up and taken again every round (an adversarial
+        # review measured 16 shards at 0.4 s a call).
+        self._ticks = ThreadPoolExecutor(
+            max_workers=min(MAX_PARALLEL_TICKS, config.shards), thread_name_prefix="lease"
+        )
 
     def children(self) -> list[Child]:
         with self._lock:
@@ -276,15 +289,20 @@ class Fleet:
     def step(self, now: Callable[[], float] = time.monotonic) -> None:
         """One round over every shard (each API call bounded by the request timeout),
         then the deadlines and the children."""
-        for shard, lease in self.leases.items():
-            outcome = lease.tick(self.api, now())
+        ticked = [
+            (shard, self._ticks.submit(lease.tick, self.api, now()))
+            for shard, lease in self.leases.items()
+            if now() >= self._held_off.get(shard, 0.0)
+        ]
+        for shard, future in ticked:
+            outcome = future.result()
             if outcome.lost:
                 self._lost(shard, outcome.lost)
             if outcome.acquired is not None:
                 log.info(
                     "shard %d: lease %s acquired (token %d)",
                     shard,
-                    lease.name,
+                    self.leases[shard].name,
                     outcome.acquired,
                     extra={"shard": shard, "fencing": outcome.acquired},
                 )
@@ -343,12 +361,18 @@ class Fleet:
                 self._children.pop(shard, None)
             self.metrics.child_exits.labels(str(shard), str(code)).inc()
             if code == EXIT_FENCED:
-                log.warning(
-                    "shard %d: its watcher was fenced off: a newer owner writes it",
+                # A newer owner writes it; yet its lease said ours. Not taken again for
+                # a lease duration (not in a tight loop): its lease expires meanwhile
+                # and whoever holds the newer token keeps the shard.
+                log.error(
+                    "shard %d: its watcher was fenced off while its lease was ours: "
+                    "leaving the shard for %ds",
                     shard,
+                    self.config.leases.duration_s,
                     extra={"shard": shard},
                 )
                 lease.held = None
+                self._held_off[shard] = now + self.config.leases.duration_s
                 continue
             log.warning(
                 "shard %d: its watcher exited with %d; starting it again",
@@ -394,6 +418,7 @@ class Fleet:
                 lease.release(self.api)
             except Exception as exc:  # noqa: BLE001 - best effort: it expires anyway
                 log.warning("lease %s not released: %s", lease.name, exc)
+        self._ticks.shutdown(wait=False, cancel_futures=True)
 
 
 def run(config: FleetConfig, api: LeaseApi) -> int:

@@ -10,12 +10,13 @@ import redis
 
 from common.health import HealthServer
 from common.keys import Keys
-from common.kube import KubeClient, ResourceNotServedError
+from common.kube import KubeClient, KubeError, ResourceNotServedError
 from common.process import stop_on_signals
 from common.resources import Resource, ResourceSpec
 from common.shards import ShardMap
 from watcher import identity
 from watcher.appender import RedisAppender
+from watcher.fence import forget_another_timelines_fence
 from watcher.metrics import WatcherMetrics
 from watcher.resyncs import ResyncListener
 from watcher.scopes import Scopes, refuse_kind_collisions, scopes_of
@@ -56,6 +57,9 @@ class WatcherConfig(msgspec.Struct, frozen=True):
 # frequent switches cost it nothing measurable.
 GIL_SWITCH_INTERVAL_S = 0.001
 EXIT_SERVER_REWOUND = 3
+# A LIST of it answers the API server's current resourceVersion (etcd's revision,
+# which the Leases' tokens are too).
+NAMESPACES_PATH = "/api/v1/namespaces"
 # A newer owner of the shard fenced this watcher off (watcher/fence.py): restarting
 # it with the same token would only be fenced again.
 EXIT_FENCED = 4
@@ -109,6 +113,26 @@ def spool_of_token(spool: Spool, token: int) -> None:
         marker.write_text(f"{token}\n")
 
 
+def _forget_another_timelines_fence(
+    r: "redis.Redis", keys: Keys, kube: KubeClient, token: int
+) -> None:
+    try:
+        forgotten = forget_another_timelines_fence(
+            r, keys.fence, token, lambda: kube.current_rv(NAMESPACES_PATH)
+        )
+    except (redis.RedisError, KubeError) as exc:
+        log.warning("the fence was not checked against the API server: %s", exc)
+        return
+    if forgotten is not None:
+        log.warning(
+            "forgot the shard's fence %d: it is ahead of the API server's resourceVersion, "
+            "so no owner of this cluster raised it (another cluster mirrored into this "
+            "Redis, or etcd was restored from a backup)",
+            forgotten,
+            extra={"fence": forgotten, "ours": token},
+        )
+
+
 def run(config: WatcherConfig, kube: KubeClient, r: "redis.Redis", keys: Keys) -> int:
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     metrics = WatcherMetrics()
@@ -133,6 +157,8 @@ def run(config: WatcherConfig, kube: KubeClient, r: "redis.Redis", keys: Keys) -
             not_served[spec.name] = str(exc)
             log.warning("%s; mirroring it once it is served", exc)
     refuse_kind_collisions(resources)
+    if config.fence_token:
+        _forget_another_timelines_fence(r, keys, kube, config.fence_token)
     checkpoints = writer.load_checkpoints()
     if writer.fenced is not None:
         return EXIT_FENCED  # said by the writer; before anything else is written

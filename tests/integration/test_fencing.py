@@ -22,7 +22,7 @@ from tests.support.kube import Jobs, Kube
 from tests.support.redis_server import RedisServer, read_stream
 from tests.support.waits import wait_until
 from watcher.appender import RedisAppender
-from watcher.fence import Fence, FencedError
+from watcher.fence import Fence, FencedError, forget_another_timelines_fence
 from watcher.guard import ScopeGuard
 from watcher.metrics import WatcherMetrics
 from watcher.run import EXIT_FENCED
@@ -191,3 +191,69 @@ def test_a_paused_old_owner_woken_up_is_fenced_and_the_mirror_is_right(
     projector = start_projector(procs, redis_url, kube)
     projector.wait_ready()
     wait_verified(redis_url, kube, namespace)
+
+
+@pytest.mark.parametrize("closed_by", ["client-kill", "restart-with-its-data"])
+def test_an_old_owner_whose_connection_closed_while_it_paused_lands_nothing(
+    redis_server: RedisServer, closed_by: str
+) -> None:
+    """Found by an adversarial review: the old owner pauses past redis-py's health-check
+    interval; meanwhile a newer owner raises the fence and the old connection is closed
+    (Redis's idle `timeout`, a proxy, CLIENT KILL, or a restart from its AOF). The health
+    check's PING, retried, reconnected unwatched and the old owner's EXEC committed. Now
+    the write goes out on no connection but the watching one: refused, then fenced."""
+    r = redis_server.client()
+    client = connect(redis_server.url, health_check_interval=1)  # the watcher's retries
+    redis_server.clients.append(client)
+    old = RedisAppender(client, KEYS, fence_token=5)
+    guard = ScopeGuard("old")
+    old.raise_fence()
+    _append(old, guard, 10)
+    _appender(redis_server, 8).raise_fence()
+    if closed_by == "client-kill":
+        r.client_kill_filter(_type="normal", skip_me=True)
+    else:
+        redis_server.kill()
+        redis_server.start()  # from its AOF: the fence (8) is still there
+        r = redis_server.client()
+    threading.Event().wait(1.5)  # the pause outlasts the health-check interval
+    for _ in range(2):  # a dead connection first, then the fence
+        with pytest.raises((redis.ConnectionError, FencedError)) as raised:
+            _append(old, guard, 11)
+        if raised.type is FencedError:
+            break
+    assert raised.type is FencedError
+    assert [f[b"rv"] for _, f in read_stream(r, KEYS.stream)] == [b"10"]
+    assert r.hget(KEYS.checkpoints, SCOPE) == b"10"
+
+
+def test_a_fence_ahead_of_the_api_server_is_another_timelines_and_forgotten(
+    redis_server: RedisServer,
+) -> None:
+    """A fence no owner of this cluster can have raised (above the server's current
+    resourceVersion: a cluster mirrored into this Redis before, an etcd restored) is
+    deleted; one at or below it is a real newer owner's, and kept."""
+    r = redis_server.client()
+    r.set(KEYS.fence, 10**12)
+    assert forget_another_timelines_fence(r, KEYS.fence, 5, lambda: "900") == 10**12
+    assert r.get(KEYS.fence) is None
+    r.set(KEYS.fence, 800)
+    assert forget_another_timelines_fence(r, KEYS.fence, 5, lambda: "900") is None
+    assert r.get(KEYS.fence) == b"800"
+
+
+def test_a_watcher_on_a_redis_left_with_another_clusters_fence_mirrors(
+    kube: Kube, namespace: str, redis_url: str, procs: ProcFactory, tmp_path: Path
+) -> None:
+    """Found by an adversarial review: a Redis that mirrored another cluster keeps that
+    cluster's fence, far above this one's resourceVersions; every owner was fenced
+    off at its first write, forever. Now the watcher forgets it and mirrors."""
+    r = redis.Redis.from_url(redis_url)
+    r.set(KEYS.fence, 10**12)
+    watcher = start_watcher(procs, redis_url, kube, namespace, tmp_path / "s", "--fence-token", "5")
+    watcher.wait_ready()
+    Jobs(kube, namespace).create("j-0")
+    start_projector(procs, redis_url, kube).wait_ready()
+    wait_verified(redis_url, kube, namespace)
+    assert r.get(KEYS.fence) == b"5"
+    assert "forgot the shard's fence 1000000000000" in watcher.text()

@@ -4,14 +4,19 @@ resourceVersion of the whole store (etcd's revision), and a write naming an olde
 resourceVersion is refused with 409. The real API server runs the same in
 tests/integration/test_fleet.py."""
 
+import subprocess
+import threading
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from common.kube import KubeError, status_error
-from watcher.fleet import ChildrenMetrics, ordinal_of, preferred
+from watcher import fleet
+from watcher.fleet import ChildrenMetrics, FleetConfig, ordinal_of, preferred
 from watcher.leases import Action, Lease, LeaseSettings, Observed, ShardLease, decide
 
 SETTINGS = LeaseSettings(duration_s=15, renew_deadline_s=10.0, retry_period_s=2.0)
@@ -222,3 +227,67 @@ def test_the_childrens_metrics_are_one_family_each_labelled_by_shard() -> None:
         ("0", 3.0),
         ("1", 5.0),
     }
+
+
+class _StandInChild:
+    """In place of a watcher process: the fleet's lease loop is under test here."""
+
+    def __init__(self, config: FleetConfig, shard: int, token: int) -> None:
+        self.proc = subprocess.Popen(["sleep", "60"])  # a real process, stopped by pid
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(5)
+
+    def stop(self, timeout_s: float) -> None:
+        self.kill()
+
+    def get(self, path: str) -> tuple[int, str]:
+        return 0, ""  # no metrics to merge
+
+
+def test_many_shards_on_a_slow_api_server_keep_their_leases(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Found by an adversarial review: the leases were ticked one after another, so a
+    round over 16 shards at 50 ms a call (1.6 s) outlasted the renew deadline (1 s)
+    and the first shards' leases were given up and taken again every round, their
+    watchers killed, with no other replica anywhere. Ticked side by side, they hold."""
+
+    class SlowLeases(FakeLeases):
+        lock = threading.Lock()
+
+        def _answer(self) -> None:
+            time.sleep(0.05)
+            super()._answer()
+
+        def _write(self, lease: Lease) -> Lease:
+            with self.lock:
+                return super()._write(lease)
+
+    monkeypatch.setattr(fleet, "Child", _StandInChild)
+    shards = 16
+    config = FleetConfig(
+        replicas=1,
+        ordinal=0,
+        shards=shards,
+        identity="replica-0",
+        lease_prefix="k2r",
+        spool_dir=tmp_path,
+        leases=LeaseSettings(duration_s=2, renew_deadline_s=1.0, retry_period_s=0.1),
+    )
+    the_fleet = fleet.Fleet(config, SlowLeases())
+    try:
+        for _ in range(5):
+            the_fleet.step()
+        registry = the_fleet.metrics.registry
+        for shard in map(str, range(shards)):
+            lost = registry.get_sample_value(
+                "kube2redis_fleet_lease_losses_total", {"shard": shard}
+            )
+            taken = registry.get_sample_value(
+                "kube2redis_fleet_lease_acquisitions_total", {"shard": shard}
+            )
+            assert (lost or 0, taken) == (0, 1), f"shard {shard}: lost {lost}, taken {taken}"
+    finally:
+        the_fleet.stop()
