@@ -178,6 +178,8 @@ class FleetMetrics:
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry()
         self.owned = Gauge("kube2redis_fleet_shards_owned", "Shards this replica owns", registry=r)
+        # The fleet's --shards: what the owned shards of every replica must add up to.
+        self.shards = Gauge("kube2redis_fleet_shards", "Shards of the mirror (--shards)", registry=r)
         self.acquired = Counter(
             "kube2redis_fleet_lease_acquisitions",
             "Leases of a shard this replica acquired (each a new fencing token)",
@@ -232,6 +234,7 @@ class Fleet:
     def __init__(self, config: FleetConfig, api: LeaseApi) -> None:
         self.config, self.api = config, api
         self.metrics = FleetMetrics()
+        self.metrics.shards.set(config.shards)
         self.metrics.registry.register(ChildrenMetrics(self.children))
         # Preferred shards first, so this replica's own are taken before it covers
         # for others.
