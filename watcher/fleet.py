@@ -179,7 +179,9 @@ class FleetMetrics:
         self.registry = r = CollectorRegistry()
         self.owned = Gauge("kube2redis_fleet_shards_owned", "Shards this replica owns", registry=r)
         # The fleet's --shards: what the owned shards of every replica must add up to.
-        self.shards = Gauge("kube2redis_fleet_shards", "Shards of the mirror (--shards)", registry=r)
+        self.shards = Gauge(
+            "kube2redis_fleet_shards", "Shards of the mirror (--shards)", registry=r
+        )
         self.acquired = Counter(
             "kube2redis_fleet_lease_acquisitions",
             "Leases of a shard this replica acquired (each a new fencing token)",

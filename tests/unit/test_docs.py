@@ -7,6 +7,7 @@ from prometheus_client import CollectorRegistry
 
 from projector.metrics import ProjectorMetrics
 from tests.support.paths import REPO
+from watcher.fleet import FleetMetrics
 from watcher.metrics import WatcherMetrics
 
 
@@ -22,5 +23,6 @@ def _exported(registry: CollectorRegistry) -> set[str]:
 def test_the_readme_table_lists_every_metric_and_only_those() -> None:
     readme = (REPO / "README.md").read_text()
     table = set(re.findall(r"^\| `(kube2redis_[a-z_]+)` \|", readme, re.M))
-    exported = _exported(WatcherMetrics().registry) | _exported(ProjectorMetrics().registry)
+    registries = [WatcherMetrics().registry, ProjectorMetrics().registry, FleetMetrics().registry]
+    exported = set().union(*(_exported(registry) for registry in registries))
     assert table == exported
