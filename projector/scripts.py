@@ -207,10 +207,11 @@ class ApplySettings(msgspec.Struct, frozen=True):
     tombstone_ttl_s: int = 7 * 24 * 3600  # must outlive stream retention
     changes_maxlen: int = 100_000
     # A RELIST_END's chunks: members staged per call, and the SSCAN COUNT of each
-    # scan of the index. At these sizes no call takes over ~3 ms at 100,000 objects
-    # in one scope (bench/relist.py), against ~130 ms for one call of the whole list.
-    relist_stage_chunk: int = 2000
-    relist_scan_count: int = 1000
+    # scan of the index. At these sizes its longest call at 100,000 objects in one
+    # scope took 3.1 ms (2.6-4.9) on a busy 2-core machine, against 104 ms for one
+    # call of the whole list (bench/relist.py); a relist is ~460 calls, 0.3 s.
+    relist_stage_chunk: int = 1000
+    relist_scan_count: int = 500
     # Bounds a run's calls: rounds of staging (a concurrent consumer can take the
     # staging set away, see relist.lua) and scan/sweep calls (each moves the cursor
     # unless another consumer moved it, which also advances the sweep).

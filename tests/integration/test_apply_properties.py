@@ -81,7 +81,9 @@ def test_relists_in_chunks_interleaved_with_everything_end_in_the_history_s_fina
     """As above, with each RELIST_END a run of calls at the smallest chunks (a call
     per member staged, per member scanned) and which call goes next drawn at every
     call: the relist's calls interleave with object events, with other relists of
-    the scope, and with its own repeats (a redelivery, a reclaim while it runs)."""
+    the scope, and with its own repeats (a redelivery, a reclaim while it runs). A
+    run may also be killed between two calls (at most twice per entry): its entry
+    is then run again from the start by another consumer, as a reclaim does."""
     events, live = data.draw(histories())
     assume(any(e.type == ev.RELIST_END for e in events))
     delivered = data.draw(st.permutations(events))
@@ -95,15 +97,22 @@ def test_relists_in_chunks_interleaved_with_everything_end_in_the_history_s_fina
         Run(r, e, REPLAY) if e.type == ev.RELIST_END else e for e in delivered
     ]
     active = list(range(len(runs)))
+    kills = 0
     for _ in range(10_000):
         if not active:
             break
         i = data.draw(st.sampled_from(active))
         run = runs[i]
         if isinstance(run, Run):
-            run.step()
-            if not run.done:
-                continue
+            if kills < 2 * len(runs) and data.draw(st.integers(0, 9)) == 0:
+                run.kill()
+                kills += 1
+                runs.append(Run(r, run.event, REPLAY))
+                active.append(len(runs) - 1)
+            else:
+                run.step()
+                if not run.done:
+                    continue
         else:
             apply_one(r, run)
         active.remove(i)

@@ -24,7 +24,7 @@ class Run:
     def __init__(
         self, r: "redis.Redis", event: ev.StreamEvent, ack: Ack, settings: ApplySettings = TINY
     ) -> None:
-        self.r = r
+        self.r, self.event = r, event
         self.steps = Scripts(KEYS, settings).relist_end(event, ack)
         self.batch: Batch | None = next(self.steps)  # packs the first call, sends nothing
         self.replies: list[object] = []  # every reply, in order
