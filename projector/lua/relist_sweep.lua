@@ -106,13 +106,20 @@ if next_cursor ~= '0' then
   redis.call('HSET', relist, 'cursor', next_cursor)
   return {deleted, drifted, 0}
 end
--- UNLINK: the previous listed set (as large as the scope) is freed off the main
--- thread, as RENAME onto it would not.
-redis.call('UNLINK', relist_members)
+local done = redis.call('HGET', relist, 'rv')
 if purge then
-  redis.call('UNLINK', sweep)
+  redis.call('UNLINK', relist_members, sweep)
   redis.call('DEL', relist)
+elseif done and not newer(list_rv, done) then
+  -- A relist at L or newer was recorded without this sweep seeing it (a projector
+  -- of the one-call relist.lua, during an upgrade): its record and list stay; a
+  -- record's rv never goes back.
+  redis.call('UNLINK', sweep)
+  redis.call('HDEL', relist, 'sweeping', 'cursor', 'purge')
 else
+  -- UNLINK: the previous listed set (as large as the scope) is freed off the main
+  -- thread, as RENAME onto it would not.
+  redis.call('UNLINK', relist_members)
   if redis.call('EXISTS', sweep) == 1 then redis.call('RENAME', sweep, relist_members) end
   redis.call('HDEL', relist, 'sweeping', 'cursor', 'purge')
   redis.call('HSET', relist, 'rv', list_rv)

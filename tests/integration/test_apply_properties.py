@@ -11,7 +11,7 @@ from common.keys import Keys
 from projector.scripts import Ack, Mode
 from tests.support.apply import apply_events, mirror_state
 from tests.support.events import job_event, relist_end
-from tests.support.relist import Run, apply_one, index_drift, leftovers
+from tests.support.relist import Run, apply_one, index_drift, leftovers, scan_in_chunks
 
 KEYS = Keys()
 NAMES = ("a", "b", "c")
@@ -89,6 +89,7 @@ def test_relists_in_chunks_interleaved_with_everything_end_in_the_history_s_fina
     delivered = data.draw(st.permutations(events))
     delivered += data.draw(st.lists(st.sampled_from(events), max_size=5))
 
+    scan_in_chunks(r)
     r.flushdb()
     apply_events(r, events)
     in_order = mirror_state(r)

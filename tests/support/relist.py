@@ -2,6 +2,7 @@
 call at a time against a real Redis, so a test can put other work between its
 calls, or stop it for good between two (a consumer killed there)."""
 
+import contextlib
 from collections import Counter
 
 import redis
@@ -16,6 +17,14 @@ from tests.support.redis_server import read_stream
 KEYS = Keys()
 # The smallest chunks: every relist of a few objects takes several calls of each step.
 TINY = ApplySettings(relist_stage_chunk=1, relist_scan_count=1)
+
+
+def scan_in_chunks(r: "redis.Redis") -> None:
+    """Make SSCAN return a few members a call, as it does for a large set. Redis 7.2+
+    keeps a small set as a listpack, which SSCAN returns whole whatever its COUNT;
+    7.0 (no such setting) keeps every set of names as a hash table already."""
+    with contextlib.suppress(redis.ResponseError):
+        r.config_set("set-max-listpack-entries", 0)
 
 
 class Run:
