@@ -2,7 +2,8 @@
 -- A RELIST_END, step 4 (see relist.lua): delete, at list_rv L, the candidates a
 -- scan found (members of the scope the list did not hold) that are still indexed
 -- and older than L (newer ones were written after the list: kept), then move the
--- record's cursor from `cursor` to `next_cursor`. The last chunk (next_cursor "0")
+-- record's cursor from `cursor` to `next_cursor` (not when it is "": a part of the
+-- scan's candidates, the rest to follow). The last chunk (next_cursor "0")
 -- ends the relist: the record's rv is L, the sweep's set becomes the listed set,
 -- the entry is acked. Returns {deleted, drifted (1: a counter went below zero),
 -- ended (1: acked)}; 'moved' when the cursor is no longer `cursor` (another
@@ -102,6 +103,7 @@ if n > 0 then
 end
 drifted = drifted and 1 or 0
 
+if next_cursor == '' then return {deleted, drifted, 0} end
 if next_cursor ~= '0' then
   redis.call('HSET', relist, 'cursor', next_cursor)
   return {deleted, drifted, 0}

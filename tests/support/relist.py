@@ -15,8 +15,9 @@ from projector.verify import verify_indexes
 from tests.support.redis_server import read_stream
 
 KEYS = Keys()
-# The smallest chunks: every relist of a few objects takes several calls of each step.
-TINY = ApplySettings(relist_stage_chunk=1, relist_scan_count=1)
+# The smallest chunks: every relist of a few objects takes several calls of each step
+# (a scan finds a few members, each deleted in a call of its own).
+TINY = ApplySettings(relist_stage_chunk=1, relist_scan_count=2, relist_sweep_chunk=1)
 
 
 def scan_in_chunks(r: "redis.Redis") -> None:
