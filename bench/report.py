@@ -44,9 +44,10 @@ NOTES = {
     "projector's apply path (no API server), then a RELIST_END listing all but 300 applied "
     "by a projector of the group (one step). longest_call_ms: the longest command Redis "
     "ran meanwhile (SLOWLOG at slowlog-log-slower-than 0: every command, in "
-    "microseconds); calls: the commands the step sent; relist_s: the step on the "
-    "projector's clock. The machine is shared: a loaded spell stretches a call it "
-    "preempts. Before the relist was chunked (one relist.lua call; the same scenario on "
+    "microseconds); longest_inner_ms: the longest command a script ran, microseconds of "
+    "work each, so milliseconds there mean the shared machine took the CPU from Redis "
+    "mid-call; calls: the commands the step sent; relist_s: the step on the projector's "
+    "clock. Before the relist was chunked (one relist.lua call; the same scenario on "
     "db9ea01, 3 runs, quiet): longest_call_ms 104 (101-107), relist_s 0.13 (0.13-0.13), "
     "calls 6; under the load of this run: longest_call_ms 213 (103-283).",
     "restart": "The Jobs mirrored (watcher and projector running, Redis without "

@@ -207,9 +207,9 @@ class ApplySettings(msgspec.Struct, frozen=True):
     tombstone_ttl_s: int = 7 * 24 * 3600  # must outlive stream retention
     changes_maxlen: int = 100_000
     # A RELIST_END's chunks: members staged per call, and the SSCAN COUNT of each
-    # scan of the index. At these sizes its longest call at 100,000 objects in one
-    # scope took 3.1 ms (2.6-4.9) on a busy 2-core machine, against 104 ms for one
-    # call of the whole list (bench/relist.py); a relist is ~460 calls, 0.3 s.
+    # scan of the index. At these sizes a call does 1.5-3.5 ms of work at 100,000
+    # objects in one scope, against 104 ms for one call of the whole list; a relist
+    # is ~460 calls, 0.35-0.75 s (bench/relist.py).
     relist_stage_chunk: int = 1000
     relist_scan_count: int = 500
     # Candidates deleted per call: a scope whose list is empty (100,000 deletes)
