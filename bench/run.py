@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from bench import report, scenarios
+from bench import relist, report, scenarios
 from bench.harness import (
     QUICK_RESULTS,
     RESULTS,
@@ -42,9 +42,10 @@ class Sizes(msgspec.Struct, frozen=True):
     restart_runs: int
     reads: int  # Jobs in the mirror the reads scenario asks questions of
     reads_reps: int  # answers per question, source and run
+    relist: tuple[int, int]  # (objects in one scope, of them vanished before the relist)
 
 
-SCENARIOS = ("burst", "latency", "replay", "outage", "scale", "restart", "reads")
+SCENARIOS = ("burst", "latency", "replay", "outage", "scale", "restart", "reads", "relist")
 QUICK = Sizes(
     runs=2,
     burst=500,
@@ -59,6 +60,7 @@ QUICK = Sizes(
     restart_runs=1,
     reads=1_000,
     reads_reps=10,
+    relist=(10_000, 30),
 )
 FULL = Sizes(
     runs=3,
@@ -76,6 +78,7 @@ FULL = Sizes(
     # on this 2-core machine, per run of the suite: measured at 10,000 (README).
     reads=10_000,
     reads_reps=20,
+    relist=(100_000, 300),
 )
 
 
@@ -111,8 +114,18 @@ def main() -> None:
     began = time.monotonic()
     if wanted & {"burst", "latency"}:  # the only scenarios the peers run in
         build_informer_go()
-    cluster = Cluster()
     info = {"machine": machine(), "mode": mode, "sizes": msgspec.structs.asdict(size)}
+    if "relist" in wanted:  # no API server: seeded through the projector's apply path
+        objects, deleted = size.relist
+        figures = _summarise(relist.relist(objects, deleted, size.runs))
+        print("relist: " + ", ".join(f"{k} {v['median']:,.2f}" for k, v in figures.items()))
+        _write(results, "relist", {**info, "objects": objects, "figures": figures})
+        wanted.discard("relist")
+    if not wanted:  # nothing left that needs the API server
+        markdown = report.write_all(results)
+        print(f"bench {mode}: done in {time.monotonic() - began:.0f}s; see {markdown}")
+        return
+    cluster = Cluster()
     try:
         if "burst" in wanted:
             figures = {}

@@ -61,7 +61,11 @@ class Keys:
 
     def tombstone(self, kind: str, namespace: str, name: str) -> str:
         """String holding the resourceVersion at which an object was deleted."""
-        return f"{self.prefix}:tombstone:{kind}:{self.member(namespace, name)}"
+        return self.tombstone_of(kind, self.member(namespace, name))
+
+    def tombstone_of(self, kind: str, member: str) -> str:
+        """The tombstone of an index member."""
+        return f"{self.prefix}:tombstone:{kind}:{member}"
 
     def relist(self, kind: str, scope: str) -> str:
         """Hash of the newest relist of a kind in a scope: list rv and members."""
@@ -70,6 +74,18 @@ class Keys:
     def relist_members(self, kind: str, scope: str) -> str:
         """Set of the members that relist listed."""
         return f"{self.relist(kind, scope)}:members"
+
+    def relist_staging(self, kind: str, scope: str, list_rv: str) -> str:
+        """Set of the members a list at list_rv held, added a chunk per call until
+        the whole list is in (then renamed to relist_sweep). Keyed by the list's rv,
+        so two relists of a scope in flight at once never mix their members."""
+        return f"{self.relist(kind, scope)}:staging:{list_rv}"
+
+    def relist_sweep(self, kind: str, scope: str) -> str:
+        """Set of the members of the list whose sweep is in progress (the relist
+        record's ``sweeping`` field says its rv); renamed to relist_members when
+        the sweep ends."""
+        return f"{self.relist(kind, scope)}:sweep"
 
     @property
     def stream(self) -> str:

@@ -30,7 +30,7 @@ from common.redisconn import text
 from common.rediserrors import ErrorClass, classify, describe, error_code, is_refusal
 from common.resp import Arg, Batch, call
 from projector.metrics import ProjectorMetrics
-from projector.scripts import Ack, ApplySettings, Mode, Scripts
+from projector.scripts import Ack, ApplySettings, Mode, Scripts, drive
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +188,10 @@ class Refusals:
 def _reply_class(reply: object) -> ErrorClass | None:
     """The class of an error reply; None for a reply that is not an error."""
     return classify(reply) if isinstance(reply, redis.RedisError) else None
+
+
+def _is_relist_end(event: ev.StreamEvent | None) -> bool:
+    return event is not None and event.type == ev.RELIST_END
 
 
 def _id_order(entry_id: str) -> tuple[int, int]:
@@ -417,11 +421,37 @@ class Projector:
         todo = list(range(len(queued)))
         while todo:
             held = [queued[i][0] for i in todo]
-            replies = self._attempt(partial(self._send, [queued[i] for i in todo]), held)
-            for i, reply in zip(todo, replies, strict=True):
-                results[i] = reply
+            # A RELIST_END is a run of calls of its own (Scripts.relist_end), after
+            # the batch; an error reply ends its run, which is then sent again as a
+            # whole (it resumes from the progress recorded in Redis).
+            relists = [i for i in todo if _is_relist_end(queued[i][1])]
+            batched = [i for i in todo if i not in relists]
+            if batched:
+                replies = self._attempt(partial(self._send, [queued[i] for i in batched]), held)
+                for i, reply in zip(batched, replies, strict=True):
+                    results[i] = reply
+            for i in relists:
+                results[i] = self._relist(queued[i], held)
             todo = self._again(queued, todo, results)
         return results
+
+    def _relist(self, queued: Queued, held: Sequence[str]) -> object:
+        """Run a RELIST_END's calls to its answer (or an error reply), one round trip
+        each, keeping the held entries ours meanwhile: a relist of a large scope
+        takes seconds, and must not look idle to other consumers' reclaim."""
+        entry_id, event = queued
+        assert event is not None
+        keep_at = time.monotonic() + self._keep_every_s
+
+        def send(batch: Batch) -> list[object]:
+            nonlocal keep_at
+            if time.monotonic() >= keep_at:
+                self._keep(held)
+                keep_at = time.monotonic() + self._keep_every_s
+            return self._attempt(partial(self.sender.send, batch), held)
+
+        steps = self.scripts.relist_end(event, Ack(self.mode, self.settings.group, entry_id))
+        return drive(steps, send)
 
     def _send(self, queued: list[Queued]) -> list[object]:
         return self.sender.send(self._batch(queued))
@@ -449,8 +479,6 @@ class Projector:
             ack = Ack(self.mode, group, entry_id)
             if event is None:
                 batch.add(b"XACK", self.keys.stream, group, entry_id)
-            elif event.type == ev.RELIST_END:
-                self.scripts.relist_end(batch, event, ack)
             elif event.type == ev.RELIST_BEGIN:
                 if self.acking:
                     batch.add(b"XACK", self.keys.stream, group, entry_id)

@@ -15,8 +15,13 @@
 --
 -- The KEYS and ARGV layouts are the two `unpack` lines below; projector/scripts.py
 -- declares the same names in the same order (tests/unit/test_contracts.py).
---   relist_ns*, relist_all*: the relist record and listed members of the object's
---   namespace scope and of the all-namespaces scope.
+--   relist_ns*, relist_all*: the relist record, listed members and the members of
+--   the list being swept (relist.lua) of the object's namespace scope and of the
+--   all-namespaces scope. The index sets of the object's new values follow the named
+--   KEYS (checked up front). The sets of its old values are named by its index
+--   record, which only Redis holds: those SREMs (reindex in shared.lua) touch keys
+--   the call cannot declare. On Redis Cluster every key of a mirror shares the
+--   prefix's hash tag, so they are in the slot of the declared ones.
 --   records: the kind's hash of member -> indexed values (what its index sets
 --   and counters hold for it). tombstone_ttl in seconds; phase "" if the object
 --   has none; by_prefix, fields and indexed: the kind's index sets' prefix, its
@@ -24,9 +29,22 @@
 --   mode "ack" or "replay" (see shared.lua).
 
 local state, kind_index, counts, records, tombstone, changes, relist_ns, relist_ns_members,
-  relist_all, relist_all_members, stream = unpack(KEYS)
+  relist_ns_sweep, relist_all, relist_all_members, relist_all_sweep, stream = unpack(KEYS, 1, 13)
 local typ, rv, object, member, tombstone_ttl, phase, changes_maxlen, uid,
   by_prefix, fields, indexed, mode, group, entry_id = unpack(ARGV)
+local FIRST_BY_SET = 14
+
+if typ ~= 'DELETED' and fields ~= '' then
+  local declared = {}
+  for i = FIRST_BY_SET, #KEYS do declared[KEYS[i]] = true end
+  local values = split(indexed)
+  for j, name in ipairs(split(fields)) do
+    local key = by_prefix .. name .. ':' .. (values[j] or '')
+    if (values[j] or '') ~= '' and not declared[key] then
+      return redis.error_reply('ERR apply.lua: undeclared key ' .. key)
+    end
+  end
+end
 
 local ack = acker(mode, stream, group, entry_id)
 if not still_pending(mode, stream, group, entry_id) then return 'not-pending' end
@@ -80,9 +98,17 @@ end
 if typ ~= 'DELETED' then
   -- A relist at rv L that did not list this object proves it did not exist at L:
   -- an event older than L must not bring it back, whoever delivers it late.
-  for _, relist in ipairs({{relist_ns, relist_ns_members}, {relist_all, relist_all_members}}) do
-    local listed_at = redis.call('HGET', relist[1], 'rv')
-    if listed_at and newer(listed_at, rv) and redis.call('SISMEMBER', relist[2], member) == 0 then
+  -- From the moment a relist's sweep begins (relist.lua), its list is whole and the
+  -- same rule holds for it: what the sweep's cursor has passed must stay swept. Not
+  -- for a purge, which leaves nothing behind to reject with either.
+  local scopes = {{relist_ns, relist_ns_members, relist_ns_sweep},
+    {relist_all, relist_all_members, relist_all_sweep}}
+  for _, relist in ipairs(scopes) do
+    local at = redis.call('HMGET', relist[1], 'rv', 'sweeping', 'purge')
+    local listed_at, sweeping = at[1], at[3] ~= '1' and at[2]
+    if (listed_at and newer(listed_at, rv) and redis.call('SISMEMBER', relist[2], member) == 0)
+      or (sweeping and newer(sweeping, rv) and redis.call('SISMEMBER', relist[3], member) == 0)
+    then
       ack()
       return 'relisted'
     end

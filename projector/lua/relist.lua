@@ -1,90 +1,77 @@
 #!lua
--- Apply a RELIST_END marker: remember which objects the list at rv L held,
--- and delete (at L) every stored object in the scope that it did not hold and
--- that is older than L. Newer objects were created after the list: kept.
--- Returns how many objects it deleted.
+-- A RELIST_END, step 2 (projector/scripts.py relist_end): start the sweep of
+-- the list at rv L, resume it, or find it done. A list of 100,000 members took one
+-- call of ~130 ms when the whole relist was one script (SADD of every member, SDIFF,
+-- the sweep); now no call holds Redis longer than a chunk's work:
+--   1. relist_stage.lua: the members, a chunk per call, into the staging set;
+--   2. this script: the staging set becomes the sweep's set (RENAME: O(1)) and the
+--      record says `sweeping` L. From this call on apply.lua rejects an event older
+--      than L for an object the list did not hold, so nothing can slip into the
+--      index behind the sweep's cursor;
+--   3. relist_scan.lua: SSCAN the kind's index from the recorded cursor, a chunk per
+--      call; what the list held (SMISMEMBER) goes on, the rest is a candidate;
+--   4. relist_sweep.lua: delete the candidates older than L, with every key they
+--      touch declared, and move the cursor; the last chunk writes the record's rv,
+--      the listed set and the XACK.
+-- Every step reads where the sweep is from the record, in Redis: a consumer killed
+-- between steps leaves the entry pending, and whoever gets it (redelivery, reclaim,
+-- a duplicate entry of the same list) stages again and resumes at the cursor.
 --
--- The KEYS and ARGV layouts are the two `unpack` lines below (the listed
--- members follow the named ARGV); projector/scripts.py declares the same names
--- in the same order (tests/unit/test_contracts.py).
---   scope: the namespace ("" = all namespaces); state_prefix/tombstone_prefix:
---   the kind's key prefixes, a member appended makes the key; purge "1": the
---   resource is no longer served; by_prefix and fields: the kind's index sets'
---   prefix and indexed field names, whose sets and counters a deleted object
---   leaves as its record (KEYS records) says (see reindex in shared.lua); mode
---   "ack" or "replay" (see shared.lua). Answers 'index-drift' instead of the count
---   when a counter went below zero.
+-- Answers: 0 (and the XACK) when the list is obsolete: a relist at L or newer is
+-- recorded, or a newer list's sweep has begun (it deletes everything this one
+-- would: an object this list did not hold but a newer one does was written after
+-- L, and its SYNC brings it up to date); 'stage' when the staging set does not hold
+-- `staged` members (the whole list, deduplicated); 'sweeping' when the sweep at L
+-- runs (begun now, or resumed).
 --
--- The relist record's rv is written last: a call Redis stops midway is applied
--- again by its resend (a sweep already done is not repeated: what it deleted is
--- no longer in the index).
+-- The record's fields: rv (the newest relist done), sweeping (the list whose sweep
+-- is in progress), cursor (where its SSCAN is), purge ("1": the resource is gone).
 --
--- A purge deletes the same objects but leaves no tombstone and no relist record:
--- the resource may come back with these very objects at their old
--- resourceVersions (a 404 the API server answered for a while), and nothing may
--- then reject them.
+-- The KEYS and ARGV layouts are the two `unpack` lines below; projector/scripts.py
+-- declares the same names in the same order (tests/unit/test_contracts.py).
+--   staged: how many distinct members the list holds. purge "1": the resource is no
+--   longer served (no tombstones, no record at the end; see relist_sweep.lua). The
+--   other keys and ARGV are relist_sweep.lua's, only checked here against the ACL.
 
-local kind_index, counts, records, relist, relist_members, changes, stream = unpack(KEYS)
-local list_rv, scope, state_prefix, tombstone_prefix, tombstone_ttl, changes_maxlen,
-  by_prefix, fields, mode, group, entry_id, purge = unpack(ARGV, 1, 12)
-local FIRST_MEMBER = 13
+local relist, staging, sweep, relist_members, kind_index, counts, records, changes,
+  stream = unpack(KEYS)
+local list_rv, staged, purge, mode, group, entry_id = unpack(ARGV)
 
 local ack = acker(mode, stream, group, entry_id)
 if not still_pending(mode, stream, group, entry_id) then return 'not-pending' end
 
-local previous = redis.call('HGET', relist, 'rv')
-if previous and not newer(list_rv, previous) then
+local at = redis.call('HMGET', relist, 'rv', 'sweeping')
+local done, sweeping = at[1], at[2]
+if (done and not newer(list_rv, done)) or (sweeping and newer(sweeping, list_rv)) then
+  redis.call('UNLINK', staging)
   ack()
   return 0
 end
+if sweeping == list_rv then
+  -- Resumed: the sweep's set is the whole list already; a staging set made again
+  -- (a redelivery stages before it asks) is not needed.
+  redis.call('UNLINK', staging)
+  return 'sweeping'
+end
+if redis.call('SCARD', staging) ~= tonumber(staged) then return 'stage' end
 
+-- Every command of the sweep is checked before the first write, so an ACL without
+-- one refuses the relist here, before the record says it is sweeping.
 local no = refused({
+  {'UNLINK', sweep}, {'RENAME', staging, sweep}, {'PERSIST', sweep},
+  {'HSET', relist, 'sweeping', list_rv}, {'HDEL', relist, 'sweeping'}, {'DEL', relist},
+  {'SSCAN', kind_index, '0'}, {'SMISMEMBER', sweep, list_rv},
   {'HINCRBY', counts, list_rv, '1'}, {'HDEL', counts, list_rv}, {'HDEL', records, list_rv},
-  {'DEL', state_prefix}, {'SREM', kind_index, list_rv}, {'HSET', relist, 'rv', list_rv},
-  {'DEL', relist},
-  {'XADD', changes, '*', 'key', state_prefix, 'type', 'DELETED', 'rv', list_rv, 'phase', ''}})
+  {'SREM', kind_index, list_rv}, {'RENAME', sweep, relist_members},
+  {'XADD', changes, '*', 'key', list_rv, 'type', 'DELETED', 'rv', list_rv, 'phase', ''}})
 if no then return no end
 
-purge = purge == '1'
--- UNLINK: the previous listed set (as large as the scope) is freed off the main thread.
-redis.call('UNLINK', relist_members)
-local n = #ARGV
-for i = FIRST_MEMBER, n, 4000 do
-  redis.call('SADD', relist_members, unpack(ARGV, i, math.min(i + 3999, n)))
+-- A sweep of an older list in progress is superseded: its set goes (its consumer's
+-- next step finds `sweeping` changed and stops).
+redis.call('UNLINK', sweep)
+if tonumber(staged) > 0 then
+  redis.call('RENAME', staging, sweep)
+  redis.call('PERSIST', sweep)
 end
-
-local prefix = scope .. ':'
-local deleted, drifted = 0, false
--- SDIFF, in C, yields only what the list did not hold (usually few): asking the
--- listed set about each indexed member from Lua took ~40 % of the call's time.
-for _, member in ipairs(redis.call('SDIFF', kind_index, relist_members)) do
-  local in_scope = scope == '' or string.sub(member, 1, #prefix) == prefix
-  if in_scope then
-    local state_key = state_prefix .. member
-    local stored = redis.call('HGET', state_key, 'rv')
-    if not stored or newer(list_rv, stored) then
-      local tomb_key = tombstone_prefix .. member
-      local tomb = redis.call('GET', tomb_key)
-      if not purge and (not tomb or newer(list_rv, tomb)) then
-        redis.call('SET', tomb_key, list_rv, 'EX', tombstone_ttl)
-      end
-      local recorded = fields ~= '' and redis.call('HGET', records, member)
-      if reindex(member, recorded, false, fields, by_prefix, counts, records) then
-        drifted = true
-      end
-      redis.call('XADD', changes, 'MAXLEN', '~', changes_maxlen, '*',
-        'key', state_key, 'type', 'DELETED', 'rv', list_rv, 'phase', '')
-      redis.call('DEL', state_key)
-      redis.call('SREM', kind_index, member)
-      deleted = deleted + 1
-    end
-  end
-end
-if purge then
-  redis.call('DEL', relist)
-else
-  redis.call('HSET', relist, 'rv', list_rv)
-end
-ack()
-if drifted then return 'index-drift' end
-return deleted
+redis.call('HSET', relist, 'sweeping', list_rv, 'cursor', '0', 'purge', purge)
+return 'sweeping'

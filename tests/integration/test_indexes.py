@@ -17,7 +17,7 @@ from common.indexes import Field
 from common.keys import Keys
 from common.records import ChangeType, Outcome, change_from_fields
 from common.resp import Batch
-from projector.scripts import Ack, ApplySettings, Mode, Scripts
+from projector.scripts import Ack, ApplySettings, Mode, Scripts, drive
 from projector.verify import Drift, index_drift_kinds, scopes_of, verify_indexes
 from tests.support.apply import apply_events
 from tests.support.events import relist_end
@@ -65,9 +65,8 @@ def _send(r: "redis.Redis", event: ev.StreamEvent) -> object:
     scripts.load(r)
     ack = Ack(Mode.REPLAY, "projector", "0-1")
     if event.type == ev.RELIST_END:
-        scripts.relist_end(batch, event, ack)
-    else:
-        scripts.apply(batch, event, ack)
+        return drive(scripts.relist_end(event, ack), lambda batch: batch.send(r))
+    scripts.apply(batch, event, ack)
     (reply,) = batch.send(r)
     return reply
 

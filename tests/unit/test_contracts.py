@@ -18,7 +18,21 @@ from common.records import (
     change_fields,
     change_from_fields,
 )
-from projector.scripts import LUA_DIR, ApplyArgs, ApplyKeys, RelistArgs, RelistKeys, Script
+from projector.scripts import (
+    LUA_DIR,
+    ApplyArgs,
+    ApplyKeys,
+    RelistArgs,
+    RelistKeys,
+    RelistScanArgs,
+    RelistScanKeys,
+    RelistStageArgs,
+    RelistStageKeys,
+    RelistStep,
+    RelistSweepArgs,
+    RelistSweepKeys,
+    Script,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,7 +46,13 @@ def _unpacked(source: str, table: str) -> list[str]:
 
 @pytest.mark.parametrize(
     ("script", "keys", "args"),
-    [("apply.lua", ApplyKeys, ApplyArgs), ("relist.lua", RelistKeys, RelistArgs)],
+    [
+        ("apply.lua", ApplyKeys, ApplyArgs),
+        ("relist_stage.lua", RelistStageKeys, RelistStageArgs),
+        ("relist.lua", RelistKeys, RelistArgs),
+        ("relist_scan.lua", RelistScanKeys, RelistScanArgs),
+        ("relist_sweep.lua", RelistSweepKeys, RelistSweepArgs),
+    ],
 )
 def test_each_scripts_keys_and_argv_are_the_layout_python_sends(
     script: str, keys: type[NamedTuple], args: type[NamedTuple]
@@ -42,11 +62,17 @@ def test_each_scripts_keys_and_argv_are_the_layout_python_sends(
     assert _unpacked(source, "ARGV") == list(args._fields)
 
 
+SCRIPTS = ("apply.lua", "relist_stage.lua", "relist.lua", "relist_scan.lua", "relist_sweep.lua")
+
+
 def test_the_scripts_answer_only_declared_outcomes_and_write_declared_change_fields() -> None:
-    for script in ("apply.lua", "relist.lua"):
+    for script in SCRIPTS:
         source = Script.read(script).source.decode()
-        for answer in re.findall(r"return '([\w-]+)'", source):
-            assert Outcome(answer)
+        # A relist's steps but its last answer a RelistStep (projector/scripts.py).
+        for answer in re.findall(r"return \{?'([\w-]+)'", source):
+            assert answer in set(Outcome) | set(RelistStep), f"{script}: {answer!r}"
+    for script in ("apply.lua", "relist_sweep.lua"):
+        source = Script.read(script).source.decode()
         feeds = re.findall(r"XADD', changes, .*?'\*',\s*(.*?)\)", source, re.S)
         assert feeds, f"{script} writes no change-feed entry"
         for fields in feeds:
@@ -56,7 +82,7 @@ def test_the_scripts_answer_only_declared_outcomes_and_write_declared_change_fie
 
 def test_shared_rules_are_written_once() -> None:
     shared = (LUA_DIR / "shared.lua").read_text()
-    for script in ("apply.lua", "relist.lua"):
+    for script in SCRIPTS:
         own = (LUA_DIR / script).read_text()
         assert "local function newer" not in own
         assert Script.read(script).source.startswith(b"#!lua\n" + shared.encode())
