@@ -37,9 +37,9 @@ NOTES = {
     "API's acknowledgement: that is the flat start of each curve in the CDF plot.",
     "scale": "relist_to_redis_s: from starting the watcher and projector to the relist "
     "applied (its RELIST_END, after every object). longest_script_call_ms: the longest "
-    "single EVALSHA in Redis's SLOWLOG meanwhile, which is the RELIST_END's: it records "
-    "the listed members and sweeps the kind's index in one atomic call, so Redis answers "
-    "no one else for that long, once per relist (at start and after a 410 Gone).",
+    "single EVALSHA in Redis's SLOWLOG meanwhile. The RELIST_END is applied in short "
+    "calls since the chunked relist (see the relist scenario); figures in scale.json "
+    "older than it measured its one atomic call.",
     "relist": "bench/relist.py: 100,000 small Jobs in one namespace, seeded through the "
     "projector's apply path (no API server), then a RELIST_END listing all but 300 applied "
     "by a projector of the group (one step). longest_call_ms: the longest command Redis "
