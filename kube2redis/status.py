@@ -35,6 +35,8 @@ class Status(msgspec.Struct):
     checkpoints: dict[str, str]
     watchers: dict[str, WatcherStatus]
     local_spool_bytes: int | None
+    # The shard's fence: the fencing token of its newest owner (None: not fenced).
+    fence: int | None = None
     # What looks wrong, each with where to look first (empty: nothing found).
     findings: list[str] = msgspec.field(default_factory=list)
 
@@ -131,6 +133,7 @@ def collect(r: "redis.Redis", keys: Keys, spool_dir: Path | None = None) -> Stat
         checkpoints=checkpoints,
         watchers=watchers,
         local_spool_bytes=spool_bytes,
+        fence=None if (fence := r.get(keys.fence)) is None else int(fence),
     )
     status.findings = findings_of(status, keys, time.time_ns())
     return status
@@ -150,6 +153,7 @@ def render(status: Status) -> Any:
         ("last id", status.last_id or "-"),
         ("last event", age),
         ("dead letters", str(status.dead_letter)),
+        ("fence (newest owner's token)", "-" if status.fence is None else str(status.fence)),
         (
             "local spool bytes",
             "-" if status.local_spool_bytes is None else str(status.local_spool_bytes),

@@ -15,6 +15,7 @@ from common import events as ev
 from common.keys import Keys
 from common.redisconn import connect, text
 from common.resp import Batch
+from tests import procs as kprocs
 from tests.pipeline import KEYS, start_projector, start_watcher, wait_verified
 from tests.procs import ProcFactory
 from tests.support.events import job_event
@@ -257,3 +258,5 @@ def test_a_watcher_on_a_redis_left_with_another_clusters_fence_mirrors(
     wait_verified(redis_url, kube, namespace)
     assert r.get(KEYS.fence) == b"5"
     assert "forgot the shard's fence 1000000000000" in watcher.text()
+    status = kprocs.run(["--redis-url", redis_url, "status", "--json"])
+    assert json.loads(status.stdout)["fence"] == 5
