@@ -21,6 +21,7 @@ from kube2redis.localcluster.cluster import LocalCluster, default_cache_dir, ins
 from tests.procs import ProcFactory
 from tests.support.ci import docker_answers, unavailable
 from tests.support.kube import Kube
+from tests.support.redis_cluster import REDIS_CLI, RedisClusterServers
 from tests.support.redis_server import REDIS_SERVER, RedisServer
 
 
@@ -29,6 +30,18 @@ def _unavailable(what: str) -> None:
 
 
 # ---- Redis ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[RedisClusterServers]:
+    """A real Redis Cluster on loopback: three primaries, three replicas."""
+    if not (REDIS_SERVER and REDIS_CLI):
+        unavailable("redis-server and redis-cli (apt-get install redis-server)")
+    servers = RedisClusterServers(tmp_path / "cluster")
+    try:
+        yield servers.start()
+    finally:
+        servers.stop()
 
 
 @pytest.fixture

@@ -39,19 +39,9 @@ HOST = socket.gethostname()
 
 @pytest.fixture
 def namespaces(kube: Kube) -> Iterator[list[str]]:
-    """One namespace in each shard (names are random: made until both are covered)."""
-    made: list[str] = []
-    try:
-        for _ in range(40):
-            made.append(kube.create_namespace("fleet"))
-            if len({MAP.shard_of(ns) for ns in made}) == SHARDS:
-                break
-        else:
-            pytest.fail(f"40 namespaces and still not one in each of {SHARDS} shards")
+    """One namespace in each shard, in shard order."""
+    with kube.namespaces_in_each_shard(MAP, "fleet") as made:
         yield sorted({MAP.shard_of(ns): ns for ns in made}.values(), key=MAP.shard_of)
-    finally:
-        for ns in made:
-            kube.delete_namespace(ns)
 
 
 def _env(redis_url: str, kube: Kube, kubeconfig: Path | None = None) -> dict[str, str]:

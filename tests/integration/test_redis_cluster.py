@@ -3,32 +3,16 @@ loopback): every key of the mirror carries one hash tag (--key-prefix '{k8s}'),
 so its transactions and scripts run in one slot. The primary serving it is
 killed during the churn; its replica takes over, and the mirror converges."""
 
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tests import procs as kprocs
 from tests.procs import ProcFactory
-from tests.support.ci import unavailable
 from tests.support.events import JOBS_RESOURCE
 from tests.support.kube import Jobs, Kube
-from tests.support.redis_cluster import REDIS_CLI, RedisClusterServers
-from tests.support.redis_server import REDIS_SERVER
+from tests.support.redis_cluster import RedisClusterServers
 from tests.support.waits import wait_until
 
 PREFIX = "{k8s}"
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[RedisClusterServers]:
-    if not (REDIS_SERVER and REDIS_CLI):
-        unavailable("redis-server and redis-cli (apt-get install redis-server)")
-    servers = RedisClusterServers(tmp_path / "cluster")
-    try:
-        yield servers.start()
-    finally:
-        servers.stop()
 
 
 def _env(cluster: RedisClusterServers, kube: Kube) -> dict[str, str]:

@@ -14,11 +14,10 @@ import redis
 from common.shards import ShardMap
 from tests import procs as kprocs
 from tests.procs import ProcFactory
-from tests.support.ci import unavailable
 from tests.support.events import JOBS_RESOURCE
 from tests.support.kube import Jobs, Kube
-from tests.support.redis_cluster import REDIS_CLI, RedisClusterServers
-from tests.support.redis_server import REDIS_SERVER, read_stream
+from tests.support.redis_cluster import RedisClusterServers
+from tests.support.redis_server import read_stream
 from tests.support.waits import wait_until
 
 SHARDS = 2
@@ -26,19 +25,8 @@ SHARDS = 2
 
 @pytest.fixture
 def namespaces(kube: Kube) -> Iterator[list[str]]:
-    """Namespaces until every one of SHARDS shards holds at least one (names are random)."""
-    made: list[str] = []
-    try:
-        for _ in range(40):
-            made.append(kube.create_namespace("shard"))
-            if len({ShardMap(count=SHARDS).shard_of(ns) for ns in made}) == SHARDS:
-                break
-        else:
-            pytest.fail(f"40 namespaces and still not one in each of {SHARDS} shards")
+    with kube.namespaces_in_each_shard(ShardMap(count=SHARDS), "shard") as made:
         yield made
-    finally:
-        for ns in made:
-            kube.delete_namespace(ns)
 
 
 def _env(url: str, kube: Kube, prefix: str = "k8s") -> dict[str, str]:
@@ -149,17 +137,6 @@ def test_a_shard_outside_the_count_and_a_hash_tagged_prefix_are_refused() -> Non
     assert result.returncode == 2 and "--shard" in result.stderr
     result = kprocs.run(["--shards", "2", "--key-prefix", "{k8s}", "status"])
     assert result.returncode == 2 and "hash tag" in result.stderr
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[RedisClusterServers]:
-    if not (REDIS_SERVER and REDIS_CLI):
-        unavailable("redis-server and redis-cli (apt-get install redis-server)")
-    servers = RedisClusterServers(tmp_path / "cluster")
-    try:
-        yield servers.start()
-    finally:
-        servers.stop()
 
 
 def test_shards_on_a_redis_cluster_converge_across_a_failover(

@@ -6,13 +6,17 @@ import json
 import os
 import subprocess
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from common.kube import KubeClient, KubeError, load_configuration
+from common.shards import ShardMap
 from tests.support.waits import wait_until
 
 JOBS = "/apis/batch.volcano.sh/v1alpha1/namespaces/{ns}/jobs"
+# Enough random namespace names to cover a few shards, short of a broken hash.
+MAX_NAMESPACES_FOR_SHARDS = 40
 
 
 class Kube:
@@ -58,6 +62,25 @@ class Kube:
             "POST", "/api/v1/namespaces", json.dumps({"metadata": {"name": name}}).encode()
         )
         return name
+
+    @contextlib.contextmanager
+    def namespaces_in_each_shard(self, shards: ShardMap, prefix: str) -> Iterator[list[str]]:
+        """Namespaces made until each shard holds at least one (their names are random,
+        so their shards too), deleted afterwards."""
+        made: list[str] = []
+        try:
+            for _ in range(MAX_NAMESPACES_FOR_SHARDS):
+                made.append(self.create_namespace(prefix))
+                if len({shards.shard_of(ns) for ns in made}) == shards.count:
+                    break
+            else:
+                raise AssertionError(
+                    f"{len(made)} namespaces and still not one in each of {shards.count} shards"
+                )
+            yield made
+        finally:
+            for ns in made:
+                self.delete_namespace(ns)
 
     def delete_namespace(self, name: str, wait_s: float = 0.0) -> None:
         """Delete it; with wait_s, also wait until it is gone (the namespace controller
