@@ -92,6 +92,8 @@ class RelistStageKeys(NamedTuple):
 
     staging: str
     stream: str
+    relist: str
+    sweep: str
 
 
 class RelistStageArgs(NamedTuple):
@@ -101,6 +103,7 @@ class RelistStageArgs(NamedTuple):
     mode: str
     group: str
     entry_id: str
+    list_rv: str
 
 
 class RelistKeys(NamedTuple):
@@ -193,7 +196,12 @@ class RelistStep(enum.StrEnum):
     SCANNED = "scanned"  # relist_scan.lua: none in this chunk
     MOVED = "moved"  # relist_sweep.lua: the cursor moved since the scan: scan again
     RETRY = "retry"  # relist_sweep.lua: a candidate's record changed since the scan
+    LOST = "lost"  # relist_scan.lua: the sweep's set lost members: stage the list again
 
+
+# How many times a RELIST_END's sweep starts again from its staging after losing its
+# set of listed members, before the entry is left pending (and retried as any error).
+RELIST_RESTARTS = 3
 
 # A run of calls, each reply fed back in: Scripts.relist_end, driven by drive().
 Steps = Generator[Batch, list[object], object]
@@ -323,7 +331,6 @@ class Scripts:
         kind, scope, list_rv = event.kind, event.namespace, event.rv
         members = list(dict.fromkeys(decode_members(event.members)))  # the count must be exact
         staging = k.relist_staging(kind, scope, list_rv)
-        fields = fields_arg(kind)
         begin = _one(
             self.relist_script,
             RelistKeys(
@@ -346,21 +353,45 @@ class Scripts:
                 entry_id=ack.entry_id,
             ),
         )
-        stage_keys = RelistStageKeys(staging=staging, stream=k.stream)
-        stage_args = RelistStageArgs(s.tombstone_ttl_s, ack.mode, ack.group, ack.entry_id)
-        for _ in range(s.relist_stage_rounds):
-            (reply,) = yield begin
-            if reply != RelistStep.STAGE.encode():
-                break
-            for i in range(0, len(members), s.relist_stage_chunk):
-                chunk = members[i : i + s.relist_stage_chunk]
-                (staged,) = yield _one(self.stage_script, stage_keys, (*stage_args, *chunk))
-                if staged != RelistStep.STAGED.encode():
-                    return staged  # not pending any more
-        else:
-            return RelistIncompleteError(f"relist at {list_rv}: staging never held the list")
-        if reply != RelistStep.SWEEPING.encode():
-            return reply  # 0: obsolete, or not pending
+        # Again from the staging when the sweep's set lost members midway (evicted, or
+        # a Redis that lost it): relist_scan.lua says so, relist.lua restarts it.
+        for _ in range(RELIST_RESTARTS):
+            stage_keys = RelistStageKeys(
+                staging=staging,
+                stream=k.stream,
+                relist=k.relist(kind, scope),
+                sweep=k.relist_sweep(kind, scope),
+            )
+            stage_args = RelistStageArgs(
+                s.tombstone_ttl_s, ack.mode, ack.group, ack.entry_id, list_rv
+            )
+            for _ in range(s.relist_stage_rounds):
+                (reply,) = yield begin
+                if reply != RelistStep.STAGE.encode():
+                    break
+                for i in range(0, len(members), s.relist_stage_chunk):
+                    chunk = members[i : i + s.relist_stage_chunk]
+                    (staged,) = yield _one(self.stage_script, stage_keys, (*stage_args, *chunk))
+                    if staged != RelistStep.STAGED.encode():
+                        return staged  # not pending any more
+            else:
+                return RelistIncompleteError(f"relist at {list_rv}: staging never held the list")
+            if reply != RelistStep.SWEEPING.encode():
+                return reply  # 0: obsolete, or not pending
+            answer = yield from self._sweep(kind, scope, list_rv, ack)
+            if answer is not None:
+                return answer
+        return RelistIncompleteError(f"relist at {list_rv}: its sweep's set kept losing members")
+
+    def _sweep(
+        self, kind: str, scope: str, list_rv: str, ack: Ack
+    ) -> Generator[Batch, list[object], object]:
+        """The sweep's calls (relist_scan.lua, relist_sweep.lua) once relist.lua said
+        'sweeping'; answers the entry's answer, or None when the sweep's set lost
+        members (relist_end stages the list again)."""
+        k, s = self.keys, self.settings
+        fields = fields_arg(kind)
+        deleted, drifted = 0, False
         scan = _one(
             self.scan_script,
             RelistScanKeys(
@@ -381,11 +412,12 @@ class Scripts:
             changes=k.changes,
             stream=k.stream,
         )
-        deleted, drifted = 0, False
         for _ in range(s.relist_max_sweep_calls):
             (found,) = yield scan
             assert isinstance(found, list), found
             status = found[0].decode()
+            if status == RelistStep.LOST:
+                return None
             if status == RelistStep.SCANNED and found[2] != b"0":
                 continue  # the scan moved the cursor on itself
             cursor, next_cursor, candidates, records = "", "0", [], []
@@ -393,7 +425,8 @@ class Scripts:
                 cursor, next_cursor = found[1].decode(), found[2].decode()
             if status == RelistStep.FOUND:
                 candidates = [m.decode() for m in found[3]]
-                records = [None if v is None else v.decode() for v in found[4]] or [None] * len(
+                held = found[4]
+                records = [None if v is None else v.decode() for v in held] or [None] * len(
                     candidates
                 )
             # The candidates a few dozen a call (each delete is ~10 commands): all

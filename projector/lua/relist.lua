@@ -25,7 +25,10 @@
 -- runs (begun now, or resumed).
 --
 -- The record's fields: rv (the newest relist done), sweeping (the list whose sweep
--- is in progress), cursor (where its SSCAN is), purge ("1": the resource is gone).
+-- is in progress), cursor (where its SSCAN is), scanner (the run_id of the Redis
+-- process that gave the cursor: see relist_scan.lua), listed (how many members the
+-- sweep's set holds: one that holds fewer lost them, see below), purge ("1": the
+-- resource is gone).
 --
 -- The KEYS and ARGV layouts are the two `unpack` lines below; projector/scripts.py
 -- declares the same names in the same order (tests/unit/test_contracts.py).
@@ -38,7 +41,10 @@ local relist, staging, sweep, relist_members, kind_index, counts, records, chang
 local list_rv, staged, purge, mode, group, entry_id = unpack(ARGV)
 
 local ack = acker(mode, stream, group, entry_id)
-if not still_pending(mode, stream, group, entry_id) then return 'not-pending' end
+if not still_pending(mode, stream, group, entry_id) then
+  redis.call('UNLINK', staging)  -- staged by this entry's consumer: nobody needs it
+  return 'not-pending'
+end
 
 local at = redis.call('HMGET', relist, 'rv', 'sweeping')
 local done, sweeping = at[1], at[2]
@@ -47,12 +53,17 @@ if (done and not newer(list_rv, done)) or (sweeping and newer(sweeping, list_rv)
   ack()
   return 0
 end
-if sweeping == list_rv then
+if sweeping == list_rv and redis.call('SCARD', sweep) == tonumber(staged) then
   -- Resumed: the sweep's set is the whole list already; a staging set made again
   -- (a redelivery stages before it asks) is not needed.
   redis.call('UNLINK', staging)
   return 'sweeping'
 end
+-- Not begun, or begun and the sweep's set lost members (evicted, or a Redis that
+-- lost it): the sweep (re)starts from the list staged anew, `sweeping` kept as it
+-- is meanwhile, so neither apply.lua nor another consumer of this entry takes the
+-- sweep for ended. A set that lost members would make every member it lost look
+-- unlisted, and the sweep delete it for good.
 if redis.call('SCARD', staging) ~= tonumber(staged) then return 'stage' end
 
 -- Every command of the sweep is checked before the first write, so an ACL without
@@ -60,7 +71,8 @@ if redis.call('SCARD', staging) ~= tonumber(staged) then return 'stage' end
 local no = refused({
   {'UNLINK', sweep}, {'RENAME', staging, sweep}, {'PERSIST', sweep},
   {'HSET', relist, 'sweeping', list_rv}, {'HDEL', relist, 'sweeping'}, {'DEL', relist},
-  {'SSCAN', kind_index, '0'}, {'SMISMEMBER', sweep, list_rv},
+  {'SSCAN', kind_index, '0'}, {'SMISMEMBER', sweep, list_rv}, {'SCARD', sweep},
+  {'INFO', 'server'},
   {'HINCRBY', counts, list_rv, '1'}, {'HDEL', counts, list_rv}, {'HDEL', records, list_rv},
   {'SREM', kind_index, list_rv}, {'RENAME', sweep, relist_members},
   {'XADD', changes, '*', 'key', list_rv, 'type', 'DELETED', 'rv', list_rv, 'phase', ''}})
@@ -73,5 +85,6 @@ if tonumber(staged) > 0 then
   redis.call('RENAME', staging, sweep)
   redis.call('PERSIST', sweep)
 end
-redis.call('HSET', relist, 'sweeping', list_rv, 'cursor', '0', 'purge', purge)
+redis.call('HDEL', relist, 'scanner')
+redis.call('HSET', relist, 'sweeping', list_rv, 'cursor', '0', 'purge', purge, 'listed', staged)
 return 'sweeping'

@@ -11,6 +11,14 @@
 -- meanwhile may be missed, which is safe: apply.lua rejects what is older than the
 -- list for a member it did not hold from the moment the sweep began.
 --
+-- A cursor means something only to the Redis process that gave it (each process
+-- lays its sets out with a hash seed of its own): after a restart from disk or a
+-- failover to a replica, the same cursor would skip members never scanned. So the
+-- record keeps the run_id of the process that gave the cursor, and a scan on
+-- another process starts again from 0 (deleting is idempotent: a second pass only
+-- costs time). Answers {'lost'} when the sweep's set holds fewer members than the
+-- list (relist.lua then restarts the sweep from the list staged anew).
+--
 -- The KEYS and ARGV layouts are the two `unpack` lines below; projector/scripts.py
 -- declares the same names in the same order (tests/unit/test_contracts.py).
 --   scope: the namespace ("" = all namespaces); fields: the kind's indexed field
@@ -19,9 +27,15 @@
 local relist, kind_index, sweep, records = unpack(KEYS)
 local list_rv, scope, fields, scan_count = unpack(ARGV)
 
-local at = redis.call('HMGET', relist, 'sweeping', 'cursor')
+local at = redis.call('HMGET', relist, 'sweeping', 'cursor', 'scanner', 'listed')
 if at[1] ~= list_rv then return {'ended'} end
+if redis.call('SCARD', sweep) ~= tonumber(at[4]) then return {'lost'} end
 local cursor = at[2]
+local server = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+if at[3] ~= server then
+  cursor = '0'
+  redis.call('HSET', relist, 'cursor', cursor, 'scanner', server)
+end
 local scanned = redis.call('SSCAN', kind_index, cursor, 'COUNT', scan_count)
 local next_cursor, found = scanned[1], scanned[2]
 

@@ -13,11 +13,20 @@
 -- the named ARGV); projector/scripts.py declares the same names in the same order
 -- (tests/unit/test_contracts.py).
 
-local staging, stream = unpack(KEYS)
-local tombstone_ttl, mode, group, entry_id = unpack(ARGV, 1, 4)
-local FIRST_MEMBER = 5
+local staging, stream, relist, sweep = unpack(KEYS)
+local tombstone_ttl, mode, group, entry_id, list_rv = unpack(ARGV, 1, 5)
+local FIRST_MEMBER = 6
 
 if not still_pending(mode, stream, group, entry_id) then return 'not-pending' end
+-- Nothing to stage when the list needs no staging any more (a consumer that went
+-- stale while another took the entry over, began and finished the sweep): a set
+-- staged now would outlive the entry, as large as the list, until it expired.
+local at = redis.call('HMGET', relist, 'rv', 'sweeping', 'listed')
+local done, sweeping = at[1], at[2]
+if (done and not newer(list_rv, done)) or (sweeping and newer(sweeping, list_rv))
+  or (sweeping == list_rv and redis.call('SCARD', sweep) == tonumber(at[3])) then
+  return 'staged'
+end
 if #ARGV >= FIRST_MEMBER then
   redis.call('SADD', staging, unpack(ARGV, FIRST_MEMBER, #ARGV))
   redis.call('EXPIRE', staging, tombstone_ttl)

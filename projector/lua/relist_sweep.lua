@@ -38,7 +38,7 @@ local n = (#ARGV - FIRST_MEMBER + 1) / 2
 local ack = acker(mode, stream, group, entry_id)
 if not still_pending(mode, stream, group, entry_id) then return 'not-pending' end
 
-local at = redis.call('HMGET', relist, 'sweeping', 'cursor', 'purge')
+local at = redis.call('HMGET', relist, 'sweeping', 'cursor', 'purge', 'listed')
 if at[1] ~= list_rv then
   -- The sweep at L ended: another consumer finished it (a redelivered or duplicate
   -- entry), or a newer list's sweep began, which deletes all this one would.
@@ -46,6 +46,8 @@ if at[1] ~= list_rv then
   return {0, 0, 1}
 end
 if at[2] ~= cursor then return 'moved' end
+-- The sweep's set lost members since the scan: scan again (which says 'lost').
+if redis.call('SCARD', sweep) ~= tonumber(at[4]) then return 'moved' end
 local purge = at[3] == '1'
 
 local members, recorded = {}, {}
@@ -117,13 +119,13 @@ elseif done and not newer(list_rv, done) then
   -- of the one-call relist.lua, during an upgrade): its record and list stay; a
   -- record's rv never goes back.
   redis.call('UNLINK', sweep)
-  redis.call('HDEL', relist, 'sweeping', 'cursor', 'purge')
+  redis.call('HDEL', relist, 'sweeping', 'cursor', 'purge', 'scanner', 'listed')
 else
   -- UNLINK: the previous listed set (as large as the scope) is freed off the main
   -- thread, as RENAME onto it would not.
   redis.call('UNLINK', relist_members)
   if redis.call('EXISTS', sweep) == 1 then redis.call('RENAME', sweep, relist_members) end
-  redis.call('HDEL', relist, 'sweeping', 'cursor', 'purge')
+  redis.call('HDEL', relist, 'sweeping', 'cursor', 'purge', 'scanner', 'listed')
   redis.call('HSET', relist, 'rv', list_rv)
 end
 ack()

@@ -9,6 +9,7 @@ import json
 import re
 import threading
 from collections import Counter
+from pathlib import Path
 from typing import cast
 
 import pytest
@@ -23,7 +24,7 @@ from projector.metrics import ProjectorMetrics
 from projector.scripts import Ack, ApplySettings, Mode, RelistStep, Scripts
 from tests.support.apply import apply_events
 from tests.support.events import job_event, job_object, relist_end
-from tests.support.redis_server import append_event
+from tests.support.redis_server import RedisServer, append_event
 from tests.support.relist import (
     TINY,
     Run,
@@ -435,3 +436,135 @@ def test_the_relist_scripts_touch_only_keys_they_declare(redis_url: str) -> None
     assert [u for u in undeclared if u[0] != "apply.lua"] == []
     # apply.lua's exception, seen (b left Pending, c was deleted), and only that.
     assert {(c, k) for _, c, k in undeclared} == {(b"SREM", by_prefix + b"phase:Pending")}
+
+
+# ---- found by an adversarial review --------------------------------------------------------
+
+RESTART_OBJECTS = 2000
+RESTART_SETTINGS = ApplySettings(relist_scan_count=50, relist_sweep_chunk=50)
+
+
+def _a_third_swept(r: "redis.Redis", event: ev.StreamEvent, ack: Ack) -> None:
+    run = Run(r, event, ack, RESTART_SETTINGS)
+    while r.scard(KEYS.index("job")) > RESTART_OBJECTS - RESTART_OBJECTS // 6:
+        run.step()
+    run.kill()
+
+
+@pytest.mark.parametrize("mode", [Mode.ACK, Mode.REPLAY])
+def test_a_sweep_resumed_on_a_restarted_redis_scans_from_its_start(
+    redis_server: RedisServer, mode: Mode
+) -> None:
+    """An SSCAN cursor means something only to the process that gave it: a sweep
+    resumed on a Redis restarted from its AOF skipped a third of what it had to
+    delete, and recorded the relist as done."""
+    r = redis_server.client()
+    n = RESTART_OBJECTS
+    apply_events(r, [job_event(ev.ADDED, f"j{i}", 1000 + i) for i in range(n)])
+    listed = [f"ns:j{i}" for i in range(0, n, 2)]  # the odd ones are gone at 9000
+    event = relist_end("9000", listed)
+    ack = REPLAY
+    if mode is Mode.ACK:
+        r.xgroup_create(KEYS.stream, GROUP, id="$", mkstream=True)
+        entry_id = append_event(r, KEYS.stream, event).decode()
+        r.xreadgroup(GROUP, "p1", {KEYS.stream: ">"})
+        ack = Ack(Mode.ACK, GROUP, entry_id)
+    _a_third_swept(r, event, ack)
+    redis_server.kill()
+    redis_server.start()  # the same data, from its AOF, in a new process
+    r = redis_server.client()
+    assert r.hget(KEYS.relist("job", "ns"), "sweeping") == b"9000"
+    Scripts(KEYS, RESTART_SETTINGS).load(r)
+    Run(r, event, ack, RESTART_SETTINGS).finish()
+    assert r.hget(KEYS.relist("job", "ns"), "rv") == b"9000"
+    assert _index(r) == set(listed)
+    assert index_drift(r) == []
+
+
+def test_a_sweep_resumed_on_a_promoted_replica_scans_from_its_start(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    r = redis_server.client()
+    replica = RedisServer(tmp_path / "replica").start()
+    try:
+        promoted = replica.client()
+        promoted.replicaof("127.0.0.1", redis_server.port)
+        n = RESTART_OBJECTS
+        apply_events(r, [job_event(ev.ADDED, f"j{i}", 1000 + i) for i in range(n)])
+        listed = [f"ns:j{i}" for i in range(0, n, 2)]
+        event = relist_end("9000", listed)
+        _a_third_swept(r, event, REPLAY)
+        assert r.wait(1, 5000) == 1
+        promoted.replicaof("no", "one")
+        Scripts(KEYS, RESTART_SETTINGS).load(promoted)
+        Run(promoted, event, REPLAY, RESTART_SETTINGS).finish()
+        assert _index(promoted) == set(listed)
+    finally:
+        replica.stop()
+
+
+def test_a_sweep_whose_listed_set_vanished_stages_the_list_again(r: "redis.Redis") -> None:
+    """The sweep's set of listed members gone midway (evicted): every member looked
+    unlisted, and the sweep deleted and tombstoned listed objects for good."""
+    scan_in_chunks(r)
+    names = [f"j{i}" for i in range(20)]
+    apply_events(r, [job_event(ev.ADDED, n, 10 + i) for i, n in enumerate(names)])
+    listed = [f"ns:{n}" for n in names[:18]]  # j18 and j19 are gone at 100
+    run = Run(r, relist_end("100", listed), REPLAY)
+    run.until(RelistStep.SWEEPING.encode())
+    r.delete(KEYS.relist_sweep("job", "ns"))
+    run.finish()
+    assert _index(r) == set(listed)
+    assert r.get(KEYS.tombstone("job", "ns", "j0")) is None
+    assert r.get(KEYS.tombstone("job", "ns", "j18")) == b"100"
+    assert leftovers(r) == []
+
+
+def test_a_relist_dead_lettered_midway_asks_the_watchers_for_another(r: "redis.Redis") -> None:
+    """Its sweep is left half done (unlisted objects still mirrored): the projector that
+    dead-letters it asks the watchers to relist the scope, whose newer sweep ends it."""
+    scan_in_chunks(r)
+    apply_events(r, [job_event(ev.ADDED, f"j{i}", 10 + i) for i in range(12)])
+    event = relist_end("100", ["ns:j0"])
+    r.xgroup_create(KEYS.stream, "g", id="$", mkstream=True)
+    entry = append_event(r, KEYS.stream, event).decode()
+    r.xreadgroup("g", "dead-1", {KEYS.stream: ">"})
+    ack = Ack(Mode.ACK, "g", entry)
+    for n in range(4):  # four more consumers take it, and each dies mid-sweep
+        run = Run(r, event, ack)
+        run.until_swept()
+        run.kill()
+        r.xclaim(KEYS.stream, "g", f"dead-{n + 2}", 0, [entry])
+    settings = ConsumerSettings(group="g", consumer="p", reclaim_idle_ms=0, apply=TINY)
+    projector = Projector(r, KEYS, settings, ProjectorMetrics())
+    projector.sender.load_scripts()
+    projector.reclaim()
+    assert r.xlen(KEYS.dead_letter) == 1
+    ((_, request),) = cast(list[tuple[bytes, dict[bytes, bytes]]], r.xrange(KEYS.resync_requests))
+    assert request == {
+        b"resource": event.resource.encode(),
+        b"namespace": b"ns",
+        b"reason": b"relist-dead-lettered",
+    }
+
+
+def test_a_stale_consumer_leaves_no_staging_behind(r: "redis.Redis") -> None:
+    """A consumer that went stale while another took the entry over and finished it
+    staged a set as large as the list that outlived the entry by a week."""
+    scan_in_chunks(r)
+    settings = ApplySettings(relist_stage_chunk=2, relist_scan_count=2, relist_sweep_chunk=1)
+    apply_events(r, [job_event(ev.ADDED, n, 10 + i) for i, n in enumerate("abcdef")])
+    event = relist_end("20", ["ns:a", "ns:b", "ns:c"])
+    r.xgroup_create(KEYS.stream, "g", id="$", mkstream=True)
+    entry = append_event(r, KEYS.stream, event).decode()
+    r.xreadgroup("g", "A", {KEYS.stream: ">"})
+    ack = Ack(Mode.ACK, "g", entry)
+    stale, other = Run(r, event, ack, settings), Run(r, event, ack, settings)
+    assert stale.step() == RelistStep.STAGE.encode()
+    other.until_swept()
+    assert stale.step() == RelistStep.STAGED.encode()
+    assert stale.step() == RelistStep.STAGED.encode()
+    other.finish()
+    assert r.xpending(KEYS.stream, "g")["pending"] == 0
+    stale.finish()
+    assert leftovers(r) == []
