@@ -19,7 +19,8 @@ SHARDS_NOTE = (
     "--cluster reshard` does, before any key was written) so the shards sit on distinct "
     "primaries (cluster-spread; 4 shards on 3 primaries put two on one). No AOF anywhere. "
     "cpu_*: CPU seconds over the timed span; load1: the machine's 1-minute load average "
-    "when the run began (2 cores, shared with other engineers' tests)."
+    "when the run began (2 cores, shared with other engineers' tests). P0, P1, P2: a "
+    "cluster's primaries in the order of their ports (each cluster its own)."
 )
 
 MEMORY_NOTE = (
@@ -30,8 +31,10 @@ MEMORY_NOTE = (
     "of the applies less the change feed (state hash + index member + by-sets + counters + "
     "index record); per_stream_entry_bytes: used_memory delta of as many XADDs; "
     "*_usage_*: MEMORY USAGE (SAMPLES 0) of the keys; per_tombstone_bytes: deletes of "
-    "objects never stored (a tombstone each, with its expiry). One run per size: the "
-    "figures are allocations, not timings."
+    "objects never stored (a tombstone each, with its expiry), as many as objects. Deltas of "
+    "used_memory include the growth of Redis's key tables (doubling): a few tens of bytes "
+    "per key either way depending on where a size falls. One run per size: the figures are "
+    "allocations, not timings."
 )
 
 
@@ -69,6 +72,12 @@ def _shards(shards: dict[str, Any]) -> list[str]:
         "(busiest) | cpu_s replicas | load1 | shard: slot on primary |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
+    for target, moves in shards.get("slots_moved", {}).items():
+        if moves:
+            moved = ", ".join(
+                f"slot {m['slot']} from :{m['from_port']} to :{m['to_port']}" for m in moves
+            )
+            lines[-2:-2] = [f"Slots moved in {target}: {moved}.", ""]
     for target, by_k in shards["replay"].items():
         one = by_k["1"]["events_per_s"]["median"] if "1" in by_k else None
         for k, f in by_k.items():

@@ -127,6 +127,7 @@ class RedisCluster(Target):
             node.extra_args += ["--appendonly", "no"]
         self.servers.start()
         self.url = self.servers.url
+        self.moves: list[dict[str, int]] = []  # slots moved by spread()
         self._clients = {n.port: n.client(socket_timeout=30) for n in self.servers.nodes}
 
     def prefix(self, shards: int) -> str:
@@ -190,6 +191,7 @@ class RedisCluster(Target):
         from_port = self.primary_port(slot)
         if from_port == to_port:
             return
+        self.moves.append({"slot": slot, "from_port": from_port, "to_port": to_port})
         source, target = self._clients[from_port], self._clients[to_port]
         source_id = _node_id(source)
         target_id = _node_id(target)
@@ -605,6 +607,7 @@ def run(
             "burst_objects": burst_objects,
             "runs": runs,
             "placement": placement,
+            "slots_moved": {t.name: t.moves for t in targets if isinstance(t, RedisCluster)},
             "replay": {t: {k: _summary(r) for k, r in by_k.items()} for t, by_k in replays.items()},
             "burst": {t: {k: _summary(r) for k, r in by_k.items()} for t, by_k in bursts.items()},
         }
