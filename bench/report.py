@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from bench import report_shards
 from bench.harness import RESULTS
 from tests.support.paths import REPO
 
@@ -264,6 +265,7 @@ def write_all(results: Path) -> Path:
                     f"| {key} | {_fmt(f['median'])} | {_fmt(f['min'])} | {_fmt(f['max'])} |"
                 )
         lines.append("")
+    lines += report_shards.sections(results)
     lines += ["## Targets: met or missed, by how much and why", ""]
     if any_result and any_result["mode"] != "full":
         lines += [

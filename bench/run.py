@@ -14,7 +14,8 @@ from typing import Any
 
 import msgspec
 
-from bench import relist, report, scenarios
+from bench import memory, relist, report, scenarios
+from bench import shards as shard_bench
 from bench.harness import (
     QUICK_RESULTS,
     RESULTS,
@@ -43,9 +44,27 @@ class Sizes(msgspec.Struct, frozen=True):
     reads: int  # Jobs in the mirror the reads scenario asks questions of
     reads_reps: int  # answers per question, source and run
     relist: tuple[int, int]  # (objects in one scope, of them vanished before the relist)
+    shards_replay: tuple[int, int]  # (stream entries over every shard, distinct objects)
+    shards_burst: int  # jobs created, updated and deleted per sharded burst
+    shards_burst_counts: tuple[int, ...]  # shard counts the burst runs with
+    shards_runs: int
+    shards_replay_counts: tuple[int, ...]  # shard counts the replay runs with
+    shards_targets: tuple[str, ...]  # of bench.shards.TARGETS
+    memory: tuple[int, ...]  # objects stored per memory measurement
 
 
-SCENARIOS = ("burst", "latency", "replay", "outage", "scale", "restart", "reads", "relist")
+SCENARIOS = (
+    "burst",
+    "latency",
+    "replay",
+    "outage",
+    "scale",
+    "restart",
+    "reads",
+    "shards",
+    "memory",
+    "relist",
+)
 QUICK = Sizes(
     runs=2,
     burst=500,
@@ -61,6 +80,13 @@ QUICK = Sizes(
     reads=1_000,
     reads_reps=10,
     relist=(10_000, 30),
+    shards_replay=(20_000, 2_000),
+    shards_burst=50,
+    shards_burst_counts=(2,),
+    shards_runs=1,
+    shards_replay_counts=(1, 2),
+    shards_targets=("redis", "cluster-spread"),
+    memory=(2_000,),
 )
 FULL = Sizes(
     runs=3,
@@ -79,6 +105,13 @@ FULL = Sizes(
     reads=10_000,
     reads_reps=20,
     relist=(100_000, 300),
+    shards_replay=(200_000, 20_000),
+    shards_burst=1_000,
+    shards_burst_counts=(1, 2, 4),
+    shards_runs=3,
+    shards_replay_counts=(1, 2, 4),
+    shards_targets=("redis", "cluster", "cluster-spread"),
+    memory=(10_000, 100_000),
 )
 
 
@@ -191,6 +224,20 @@ def main() -> None:
             print("reads: " + ", ".join(f"{k} {v['median']:,.2f}" for k, v in figures.items()))
             name = f"reads-{size.reads}" if args.reads_objects else "reads"
             _write(results, name, {**info, "objects": size.reads, "figures": figures})
+        if "shards" in wanted:
+            runs_of_shards = args.runs or size.shards_runs
+            measured = shard_bench.run(
+                cluster,
+                size.shards_replay,
+                size.shards_burst,
+                size.shards_burst_counts,
+                runs_of_shards,
+                size.shards_replay_counts,
+                size.shards_targets,
+            )
+            _write(results, "shards", {**info, **measured})
+        if "memory" in wanted:
+            _write(results, "memory", {**info, **memory.run(cluster, size.memory)})
     finally:
         cluster.down()
     markdown = report.write_all(results)
