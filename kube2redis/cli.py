@@ -846,6 +846,33 @@ def get(settings: Settings, kind: str, name: str) -> None:
     click.echo(json.dumps(json.loads(stored[b"object"]), indent=2))
 
 
+@cli.command(name="shards")
+@option("--json", "as_json", is_flag=True)
+@pass_settings
+def shards_command(settings: Settings, as_json: bool) -> None:
+    """Each shard's key prefix, slot, the primary serving it, and its stream length."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from kube2redis.placement import as_rows, placement, shared_primaries
+
+    cluster = settings.redis_url.startswith(redisconn.CLUSTER_SCHEME + "://")
+    placed = [
+        placement(s, keys.prefix, r, keys.stream, cluster) for s, r, keys in settings.each_shard()
+    ]
+    if as_json:
+        click.echo(msgspec.json.encode(placed).decode())
+        return
+    table = Table(title=f"{settings.shards} shard(s)")
+    for col in ("shard", "prefix", "slot", "primary", "stream entries"):
+        table.add_column(col)
+    for row in as_rows(placed):
+        table.add_row(*map(str, row))
+    Console().print(table)
+    for line in shared_primaries(placed):
+        click.echo(line, err=True)
+
+
 cli.add_command(localcluster)
 cli.add_command(reads.ls)
 cli.add_command(reads.counts)

@@ -165,3 +165,21 @@ def test_shards_on_a_redis_cluster_converge_across_a_failover(
         made.delete("j-2")
     wait_until(lambda: cluster.primary_of(shard0) is not primary, 30, "the replica took over")
     wait_until(lambda: _verified(env, namespaces), 120, "verify clean after the failover")
+
+
+def test_the_shards_command_says_where_each_shard_lives(cluster: RedisClusterServers) -> None:
+    """Each shard's slot and the primary serving it, read from the cluster; shards on
+    one primary are named, with what to do."""
+    env = {"KUBE2REDIS_REDIS_URL": cluster.url, "KUBE2REDIS_SHARDS": "4"}
+    result = kprocs.run(["shards", "--json"], env)
+    assert result.returncode == 0, result.stderr
+    placed = json.loads(result.stdout)
+    shards = ShardMap("k8s", 4)
+    assert [p["prefix"] for p in placed] == [shards.prefix_of(s) for s in shards.all]
+    for p in placed:
+        assert p["slot"] is not None
+        assert p["node"] == f"127.0.0.1:{cluster.primary_of(p['prefix']).port}"
+    # Four shards on three primaries: at least two share one, and the table says so.
+    table = kprocs.run(["shards"], env)
+    assert table.returncode == 0
+    assert "share the primary" in table.stderr and "reshard" in table.stderr
