@@ -1,7 +1,7 @@
 """The dashboard and the alerts against a real Prometheus scraping a real watcher,
-projector and API server under load: every panel query returns data, every alert
-rule evaluates without error, and every series an alert selects exists (those of
-kube-state-metrics aside: it does not run here)."""
+projector, fleet replica (`kube2redis watchers`) and API server under load: every
+panel query returns data, every alert rule evaluates without error, and every series
+an alert selects exists (those of kube-state-metrics aside: it does not run here)."""
 
 import math
 import re
@@ -20,6 +20,7 @@ from deploy.grafana.dashboard import panel_queries, render
 from tests.pipeline import metric, start_projector, start_watcher
 from tests.procs import Proc, ProcFactory
 from tests.support.ci import unavailable
+from tests.support.events import JOBS_RESOURCE
 from tests.support.kube import Jobs, Kube
 from tests.support.paths import REPO
 from tests.support.prometheus import Prometheus
@@ -59,7 +60,9 @@ def _apiserver_scrape(kube: Kube) -> dict[str, Any]:
     }
 
 
-def _config(kube: Kube, watcher: Proc, projector: Proc, namespace: str) -> dict[str, Any]:
+def _config(
+    kube: Kube, watcher: Proc, projector: Proc, fleet: Proc, namespace: str
+) -> dict[str, Any]:
     # Labels as the chart's PodMonitor gives them: job, container, pod, namespace.
     def target(proc: Proc, container: str) -> dict[str, Any]:
         return {
@@ -73,7 +76,11 @@ def _config(kube: Kube, watcher: Proc, projector: Proc, namespace: str) -> dict[
         "scrape_configs": [
             {
                 "job_name": "kube2redis",
-                "static_configs": [target(watcher, "watcher"), target(projector, "projector")],
+                "static_configs": [
+                    target(watcher, "watcher"),
+                    target(projector, "projector"),
+                    target(fleet, "watchers"),
+                ],
             },
             _apiserver_scrape(kube),
         ],
@@ -129,16 +136,38 @@ def test_every_panel_and_alert_query_on_a_real_prometheus(
 ) -> None:
     watcher = start_watcher(procs, redis_server.url, kube, namespace, tmp_path / "spool")
     projector = start_projector(procs, redis_server.url, kube)
+    # A replica of the sharded, highly available fleet (kube2redis watchers), for the
+    # fleet's alert: a mirror of its own (another key prefix), one shard, one replica.
+    fleet = procs.start(
+        "fleet",
+        [
+            "watchers",
+            "--replicas", "1",
+            "--ordinal", "0",
+            "--lease-namespace", namespace,
+            "--spool-dir", str(tmp_path / "fleet"),
+            "--",
+            "--namespace", namespace,
+            "--resource", JOBS_RESOURCE,
+        ],
+        {
+            "KUBE2REDIS_REDIS_URL": redis_server.url,
+            "KUBE2REDIS_KUBECONFIG": str(kube.kubeconfig),
+            "KUBE2REDIS_KEY_PREFIX": "fleet",
+        },
+    )  # fmt: skip
     watcher.wait_ready()
     projector.wait_ready()
-    prometheus = Prometheus(tmp_path / "prometheus", _config(kube, watcher, projector, namespace))
+    fleet.wait_ready()
+    config = _config(kube, watcher, projector, fleet, namespace)
+    prometheus = Prometheus(tmp_path / "prometheus", config)
     try:
         prometheus.wait_ready()
         # Scraped before the load begins, so every rate sees it from its start.
         wait_until(
-            lambda: len(prometheus.api("query", query="up == 1")["result"]) == 3,
+            lambda: len(prometheus.api("query", query="up == 1")["result"]) == 4,
             30,
-            "the three targets up",
+            "the four targets up",
             interval_s=0.5,
         )
         started = time.time()
