@@ -57,7 +57,7 @@ localcluster: ## build etcd, kube-apiserver, kube-controller-manager, kubectl fr
 bench: venv localcluster ## every benchmark scenario; writes bench/results and bench/RESULTS.md
 	$(BIN)/python -m bench.run --full
 
-bench-quick: venv localcluster ## a smaller run of every scenario, under 5 minutes
+bench-quick: venv localcluster ## a smaller run of every scenario, about 9 minutes
 	$(BIN)/python -m bench.run --quick
 
 bench-profile: venv localcluster ## py-spy profiles of the watcher and projector under a burst

@@ -1,4 +1,4 @@
-"""Run the benchmarks: `python -m bench.run --quick` (under 5 minutes) or `--full`;
+"""Run the benchmarks: `python -m bench.run --quick` (about 9 minutes) or `--full`;
 `--only restart scale` runs just those scenarios (the others' results stay as they are).
 
 Writes bench/results/<scenario>.json, bench/RESULTS.md and PNG plots; a quick run
