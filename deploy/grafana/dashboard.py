@@ -159,6 +159,21 @@ def build() -> Dashboard:
             .span(8)
             .height(8)
         )
+        .with_panel(
+            series(
+                "Shards owned (sharded, highly available watchers)",
+                "short",
+                "With `kube2redis watchers`: the mirror's shards and how many the replicas "
+                "own; fewer owned than there are for minutes means a shard is not mirrored "
+                "(alert Kube2redisShardUnowned). Lease acquisitions: each a new fencing token.",
+                q("max(kube2redis_fleet_shards{})", "shards"),
+                q("sum(kube2redis_fleet_shards_owned{})", "owned"),
+                q(
+                    "sum(increase(kube2redis_fleet_lease_acquisitions_total{}[rate]))",
+                    "lease acquisitions",
+                ),
+            )
+        )
         .with_row(Row("Trouble"))
         .with_panel(
             series(
