@@ -195,9 +195,9 @@ def cli(
 @option(
     "--shard",
     type=click.IntRange(min=0),
-    default=default_of(WatcherConfig, "shard"),
-    show_default=True,
-    help="With --shards N: the shard (0 to N-1) this watcher mirrors.",
+    default=None,
+    help="With --shards N: the shard (0 to N-1) this watcher mirrors; required then "
+    "(N watchers all left at a default would all mirror one shard).",
 )
 @option("--health-host", default=default_of(WatcherConfig, "health_host"), show_default=True)
 @option(
@@ -223,13 +223,20 @@ def watch(
     drop_managed_fields: bool,
     fence_token: int,
     group: str,
-    shard: int,
+    shard: int | None,
     health_host: str,
     health_port: int,
 ) -> None:
     """List+watch resources and append their events to the stream."""
     from watcher.run import run
 
+    if shard is None:
+        if settings.shards > 1:
+            raise click.BadParameter(
+                f"with --shards {settings.shards}, say which shard this watcher mirrors",
+                param_hint="--shard",
+            )
+        shard = default_of(WatcherConfig, "shard")
     keys = _shard_keys(settings, shard)
 
     config = WatcherConfig(

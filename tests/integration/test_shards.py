@@ -132,9 +132,12 @@ def test_a_watcher_of_another_shard_drops_what_a_namespace_holds(
     wait_until(lambda: _verified(env, namespaces), 60, "every shard mirrored")
 
 
-def test_a_shard_outside_the_count_and_a_hash_tagged_prefix_are_refused() -> None:
+def test_a_shard_outside_the_count_no_shard_and_a_hash_tagged_prefix_are_refused() -> None:
     result = kprocs.run(["--shards", "2", "watch", "--shard", "2"])
     assert result.returncode == 2 and "--shard" in result.stderr
+    # Several shards and no --shard: N watchers left at a default would mirror one.
+    result = kprocs.run(["--shards", "2", "watch"])
+    assert result.returncode == 2 and "say which shard" in result.stderr
     result = kprocs.run(["--shards", "2", "--key-prefix", "{k8s}", "status"])
     assert result.returncode == 2 and "hash tag" in result.stderr
 
