@@ -54,21 +54,41 @@ def run(
     stop = stop_on_signals()
     gauges = threading.Thread(target=_gauges, args=(projectors, metrics, stop), daemon=True)
     gauges.start()
+    failed = _consume(projectors, stop)
+    health.stop()
+    for child in children:
+        if child.pid is not None and child.is_alive():
+            child.terminate()
+        child.join(15)
+    if failed is not None:
+        raise failed  # as one consumer loop raised before shards: one line, exit 1
+    log.info("projector stopped", extra={"consumer": projectors[0].consumer})
+    return 0
+
+
+def _consume(projectors: Sequence[Projector], stop: threading.Event) -> BaseException | None:
+    """Run each shard's consumer in a thread until stop; what ended one, if one died. A
+    consumer that dies stops them all: the process exits and is restarted, rather than
+    living on with one shard's entries unapplied."""
+    failures: list[BaseException] = []
+
+    def consume(projector: Projector) -> None:
+        try:
+            projector.run(stop)
+        except BaseException as exc:  # noqa: BLE001 - raised again by the caller
+            log.warning("the consumer of %s ended: stopping the others", projector.keys.stream)
+            failures.append(exc)
+            stop.set()
+
     threads = [
-        threading.Thread(target=p.run, args=(stop,), name=f"projector-{i}")
+        threading.Thread(target=consume, args=(p,), name=f"projector-{i}")
         for i, p in enumerate(projectors)
     ]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    health.stop()
-    for child in children:
-        if child.pid is not None and child.is_alive():
-            child.terminate()
-        child.join(15)
-    log.info("projector stopped", extra={"consumer": projectors[0].consumer})
-    return 0
+    return failures[0] if failures else None
 
 
 def refusing_of_any(projectors: Sequence[Projector], metrics: ProjectorMetrics) -> None:
@@ -83,11 +103,9 @@ def _child(settings: ConsumerSettings, shards: Sequence[Shard]) -> None:
     metrics = ProjectorMetrics()
     projectors = [Projector(connect(), keys, settings, metrics) for keys, connect in shards]
     refusing_of_any(projectors, metrics)
-    threads = [threading.Thread(target=p.run, args=(stop,), daemon=False) for p in projectors]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    failed = _consume(projectors, stop)
+    if failed is not None:
+        raise failed
 
 
 def _gauges(

@@ -9,6 +9,7 @@ from common.shards import ShardMap
 from projector.consumer import ConsumerSettings, Projector
 from projector.metrics import ProjectorMetrics
 from projector.run import refusing_of_any
+from tests.procs import ProcFactory
 from tests.support.redis_server import RedisServer
 from tests.support.waits import wait_until
 
@@ -51,3 +52,22 @@ def test_one_shards_recovery_does_not_hide_anothers_refusing_redis(tmp_path: Pat
             t.join(15)
         a.stop()
         b.stop()
+
+
+def test_a_shards_consumer_that_dies_ends_the_process(
+    redis_server: RedisServer, procs: ProcFactory
+) -> None:
+    """Two shards in one process: when one shard's consumer dies (its stream key
+    replaced by a string: an error no retry mends), the process exits with one line
+    (a supervisor restarts it) instead of living on with that shard unapplied."""
+    env = {"KUBE2REDIS_REDIS_URL": redis_server.url, "KUBE2REDIS_SHARDS": "2"}
+    projector = procs.start("projector", ["project"], env)
+    projector.wait_ready()
+    r = redis_server.client()
+    stream = SHARDS.keys(1).stream
+    wait_until(lambda: r.exists(stream), 10, "shard 1's group made")
+    r.delete(stream)
+    r.set(stream, "not a stream")
+    assert projector.proc.wait(30) == 1
+    errors = [line for line in projector.text().splitlines() if line.startswith("kube2redis:")]
+    assert len(errors) == 1 and "WRONGTYPE" in errors[0], projector.text()[-2000:]
