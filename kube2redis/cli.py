@@ -5,9 +5,10 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import msgspec
@@ -37,6 +38,9 @@ from watcher.leases import LeaseSettings
 from watcher.retention import Retention
 from watcher.run import WatcherConfig
 from watcher.writer import WriterSettings
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 log = logging.getLogger("kube2redis")
 
@@ -584,7 +588,6 @@ def replay(
         BarColumn,
         MofNCompleteColumn,
         Progress,
-        TaskID,
         TextColumn,
         TimeRemainingColumn,
     )
@@ -608,13 +611,7 @@ def replay(
             TimeRemainingColumn(),
         )
         with Progress(*columns, transient=False) as progress:
-            task = progress.add_task("replay", total=total, rate=0.0)
-            began = time.perf_counter()
-
-            def advance(n: int, task: TaskID = task, began: float = began) -> None:
-                done = next(t.completed for t in progress.tasks if t.id == task) + n
-                progress.update(task, advance=n, rate=done / max(time.perf_counter() - began, 1e-9))
-
+            advance = _advancer(progress, progress.add_task("replay", total=total, rate=0.0))
             consumer = ConsumerSettings(apply=ApplySettings(tombstone_ttl_s=tombstone_ttl))
             if processes > 1:
                 summary = replay_parallel(
@@ -653,6 +650,19 @@ def replay(
                         "`kube2redis resync` once a watcher is running"
                     ) from exc
             click.echo("relists appended: the projectors apply them when they run", err=True)
+
+
+def _advancer(progress: "Progress", task: "TaskID") -> Callable[[int], None]:
+    """A replay's progress callback: moves the bar and its events/s."""
+    began = time.perf_counter()
+    done = 0
+
+    def advance(n: int) -> None:
+        nonlocal done
+        done += n
+        progress.update(task, advance=n, rate=done / max(time.perf_counter() - began, 1e-9))
+
+    return advance
 
 
 # ---- resync --------------------------------------------------------------------------------

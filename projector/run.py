@@ -38,8 +38,7 @@ def run(
     # A consumer per shard in one process, each in its own thread (the loop waits on
     # Redis almost all the time), sharing the metrics: counters add up, and the gauges
     # are the sums (pending, lag) and the oldest age over the shards.
-    projectors = [Projector(connect(), keys, settings, metrics) for keys, connect in shards]
-    refusing_of_any(projectors, metrics)
+    projectors = _projectors(settings, shards, metrics)
 
     def readiness() -> tuple[bool, str]:
         answers = [p.readiness() for p in projectors]
@@ -91,6 +90,15 @@ def _consume(projectors: Sequence[Projector], stop: threading.Event) -> BaseExce
     return failures[0] if failures else None
 
 
+def _projectors(
+    settings: ConsumerSettings, shards: Sequence[Shard], metrics: ProjectorMetrics
+) -> list[Projector]:
+    """A consumer per shard, sharing the process's metrics."""
+    projectors = [Projector(connect(), keys, settings, metrics) for keys, connect in shards]
+    refusing_of_any(projectors, metrics)
+    return projectors
+
+
 def refusing_of_any(projectors: Sequence[Projector], metrics: ProjectorMetrics) -> None:
     """The refusing gauge is 1 while any shard's Redis refuses: read from each shard's
     state when scraped. Set by each shard's own episodes, one shard's recovery cleared
@@ -101,8 +109,7 @@ def refusing_of_any(projectors: Sequence[Projector], metrics: ProjectorMetrics) 
 def _child(settings: ConsumerSettings, shards: Sequence[Shard]) -> None:
     stop = stop_on_signals()
     metrics = ProjectorMetrics()
-    projectors = [Projector(connect(), keys, settings, metrics) for keys, connect in shards]
-    refusing_of_any(projectors, metrics)
+    projectors = _projectors(settings, shards, metrics)
     failed = _consume(projectors, stop)
     if failed is not None:
         raise failed

@@ -105,6 +105,13 @@ def _owned(fleet: Proc) -> dict[int, tuple[int, int]]:
     }
 
 
+def _taken_over(kube: Kube, namespaces: list[str], one: Proc) -> tuple[int, int]:
+    """Wait until replica-1 holds shard 0's Lease and runs its watcher: (pid, token)."""
+    wait_until(lambda: _holder(kube, namespaces, 0) == "replica-1", 60, "replica-1 holds 0")
+    wait_until(lambda: 0 in _owned(one), 30, "replica-1 runs shard 0's watcher")
+    return _owned(one)[0]
+
+
 def _alive(pid: int) -> bool:
     """Running (an exited child its paused parent has not reaped yet is a zombie:
     it counts as gone)."""
@@ -180,9 +187,7 @@ def test_the_standby_takes_over_a_killed_owner_and_nothing_is_lost(
         wait_until(lambda: _writers(r, MAP.keys(0)) == {f"{HOST}-{old_pid}"}, 30, "0 written")
         zero.kill9()
         wait_until(lambda: not _alive(old_pid), 10, "the owner's watcher dies with it")
-        wait_until(lambda: _holder(kube, namespaces, 0) == "replica-1", 60, "replica-1 holds 0")
-        wait_until(lambda: 0 in _owned(one), 30, "replica-1 runs shard 0's watcher")
-        new_pid, new_token = _owned(one)[0]
+        new_pid, new_token = _taken_over(kube, namespaces, one)
         assert new_token > old_token
         churn.wait_for(20)
         # New entries in shard 0, written by the new owner's watcher under its token.
@@ -232,9 +237,7 @@ def test_a_paused_owner_loses_its_shard_and_its_watcher_is_fenced_off(
         churn.wait_for(10)
         zero.signal(signal.SIGSTOP)  # the parent only: its watcher keeps writing
         try:
-            wait_until(lambda: _holder(kube, namespaces, 0) == "replica-1", 60, "takeover")
-            wait_until(lambda: 0 in _owned(one), 30, "replica-1 runs shard 0's watcher")
-            _, new_token = _owned(one)[0]
+            _, new_token = _taken_over(kube, namespaces, one)
             wait_until(lambda: r.get(shard0.fence) == str(new_token).encode(), 30, "new fence")
             last = read_stream(r, shard0.stream)[-1][0]
             # The old watcher, still running, finds the fence at its next write.
@@ -294,9 +297,7 @@ def test_an_owner_cut_off_from_the_api_server_kills_its_watcher_and_the_shard_mo
             proxy.toxic("apiserver", "timeout", {"timeout": 0}, "downstream")  # silence
             wait_until(lambda: not _alive(old_pid), 30, "replica-0 kills its watcher")
             assert "shard 0: lease not renewed for" in zero.text()
-            wait_until(lambda: _holder(kube, namespaces, 0) == "replica-1", 60, "takeover")
-            wait_until(lambda: 0 in _owned(one), 30, "replica-1 runs shard 0's watcher")
-            new_pid, new_token = _owned(one)[0]
+            new_pid, new_token = _taken_over(kube, namespaces, one)
             assert new_token > old_token
             churn.wait_for(20)
             wait_until(
