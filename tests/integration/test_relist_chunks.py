@@ -568,3 +568,25 @@ def test_a_stale_consumer_leaves_no_staging_behind(r: "redis.Redis") -> None:
     assert r.xpending(KEYS.stream, "g")["pending"] == 0
     stale.finish()
     assert leftovers(r) == []
+
+
+def test_a_relist_whose_redis_restarted_empty_midway_writes_nothing(
+    redis_server: RedisServer,
+) -> None:
+    """All of a relist's state lost with Redis midway (the record, its cursor, the
+    listed set, the entry itself): resumed, the run finds its entry no longer pending and
+    writes nothing; the watcher's guard finds the loss and relists (test_writer_guard)."""
+    r = redis_server.client()
+    apply_events(r, [job_event(ev.ADDED, f"j{i}", 1000 + i) for i in range(RESTART_OBJECTS)])
+    event = relist_end("9000", [f"ns:j{i}" for i in range(0, RESTART_OBJECTS, 2)])
+    r.xgroup_create(KEYS.stream, GROUP, id="$", mkstream=True)
+    entry_id = append_event(r, KEYS.stream, event).decode()
+    r.xreadgroup(GROUP, "p1", {KEYS.stream: ">"})
+    ack = Ack(Mode.ACK, GROUP, entry_id)
+    _a_third_swept(r, event, ack)
+    redis_server.restart_empty()
+    r = redis_server.client()
+    Scripts(KEYS, RESTART_SETTINGS).load(r)
+    run = Run(r, event, ack, RESTART_SETTINGS)
+    assert run.finish() == Outcome.NOT_PENDING.value.encode()
+    assert r.keys("*") == []
